@@ -1,0 +1,1 @@
+"""The saltmarsh agent: runs on each hypervisor, executes jobs, streams events to the master."""

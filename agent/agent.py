@@ -1,0 +1,178 @@
+"""The agent: authenticates, keeps its session key, runs jobs, and sends returns and events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import zmq.asyncio
+
+from saltmarsh.pki.keys import Identity
+from saltmarsh.protocol.crypto import SessionKey
+from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Message, Refused, Welcome
+from saltmarsh.protocol.transport import tcp_endpoint
+from saltmarsh.protocol.version import VERSION
+
+from .channel import RequestClient
+from .config import AgentConfig
+from .errors import MasterUnavailable, NotAuthenticated
+from .executor import Executor
+from .functions import FunctionContext
+from .outbox import EventOutbox, ReturnOutbox
+from .subscriber import JobSubscriber
+from .trust import MasterTrust
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT = 10.0
+
+
+class Agent:
+    """One running agent; build it from an AgentConfig and ``await run(stop)``."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.identity = Identity.load_or_create(config.key_path)
+        self.trust = MasterTrust(config.master_fingerprint, config.master_key_path)
+        self.accepted = asyncio.Event()
+        self._reauth = asyncio.Event()
+        self._beat_now = asyncio.Event()
+        self._heartbeat = DEFAULT_HEARTBEAT
+        self._zmq = zmq.asyncio.Context()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, authenticate and serve until ``stop`` is set."""
+        cfg = self.config
+        log.info("agent %s (key %s) connecting to %s", cfg.agent_id, self.identity.fingerprint, cfg.master)
+        self.events = EventOutbox(asyncio.get_running_loop())
+        self.returns = ReturnOutbox()
+        ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), cfg.libvirt_uri, VERSION, self.events.fire_threadsafe)
+        self.executor = Executor(ctx, cfg.worker_threads, self.returns)
+        self.channel = RequestClient(
+            self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,
+            self.trust, cfg.limits, self._on_push,
+        )
+        self.channel.open()
+        self.subscriber = JobSubscriber(
+            self._zmq, tcp_endpoint(cfg.master, cfg.publish_port), cfg.agent_id, cfg.labels,
+            self.trust, cfg.limits, self.executor.submit, self._reauth.set,
+        )
+        tasks = [
+            asyncio.create_task(self._auth_loop(), name="auth"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self.subscriber.serve(), name="jobs"),
+            asyncio.create_task(self.returns.run(self.send, self.accepted), name="returns"),
+            asyncio.create_task(self.events.run(self.send, self.accepted), name="events"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.close()
+        log.info("agent stopped")
+
+    async def close(self) -> None:
+        """Close sockets and the worker pool."""
+        self.executor.shutdown()
+        self.subscriber.close()
+        await self.channel.close()
+        self._zmq.term()
+
+    async def send(self, message: Message) -> Message:
+        """Send a request over the authenticated channel; NotAuthenticated if the master refuses us."""
+        reply = await self.channel.request(message, self.config.request_timeout_seconds)
+        if isinstance(reply, Refused):
+            self._lost_acceptance(reply.reason)
+            raise NotAuthenticated(f"master refused {message.KIND}: {reply.reason}")
+        return reply
+
+    async def _auth_loop(self) -> None:
+        while True:
+            await self._authenticate()
+            self._reauth.clear()
+            await self._reauth.wait()
+
+    async def _authenticate(self) -> None:
+        last = ""
+        while True:
+            try:
+                reply = await self.channel.request(
+                    Hello(labels=self.config.labels, version=VERSION), self.config.request_timeout_seconds
+                )
+            except MasterUnavailable as exc:
+                state, reason = "unreachable", str(exc)
+                await self.channel.reset()
+            else:
+                if isinstance(reply, Welcome) and self._apply_welcome(reply):
+                    return
+                state = reply.state if isinstance(reply, Welcome) else reply.KIND
+                reason = getattr(reply, "reason", "")
+            if state != last:
+                self._log_auth_state(state, reason)
+                last = state
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.accepted.wait(), self.config.auth_retry_seconds)
+                if self.subscriber.key_id:
+                    return
+
+    def _log_auth_state(self, state: str, reason: str) -> None:
+        if state == "pending":
+            log.info("key %s is pending on the master: waiting to be accepted", self.identity.fingerprint)
+        elif state == "unreachable":
+            log.warning("master %s is not answering (%s); retrying", self.config.master, reason)
+        else:
+            log.error("master answered %s %s; retrying every %.0f s", state, reason, self.config.auth_retry_seconds)
+
+    def _apply_welcome(self, welcome: Welcome) -> bool:
+        if welcome.state != "accepted" or len(welcome.session_key) != 32:
+            if self.accepted.is_set():
+                self._lost_acceptance(welcome.state)
+            return False
+        self._heartbeat = welcome.heartbeat_seconds
+        if not self.accepted.is_set():
+            log.info("accepted by the master; ready for jobs")
+            self._beat_now.set()  # tell the master at once that we are up
+        self.subscriber.set_session(SessionKey(welcome.session_key))
+        self.accepted.set()
+        return True
+
+    def _on_push(self, message: Message) -> None:
+        if isinstance(message, Welcome):
+            self._apply_welcome(message)
+        elif isinstance(message, Refused):
+            self._lost_acceptance(message.reason)
+
+    def _lost_acceptance(self, reason: str) -> None:
+        if self.accepted.is_set():
+            log.warning("the master no longer accepts this agent's key (%s); submitting it again", reason)
+        self.accepted.clear()
+        self.subscriber.drop_session()
+        self._reauth.set()
+
+    async def _heartbeat_loop(self) -> None:
+        failures = 0
+        while True:
+            await self.accepted.wait()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), self._heartbeat)
+            self._beat_now.clear()
+            try:
+                reply = await self.send(Heartbeat(key_id=self.subscriber.key_id))
+            except NotAuthenticated:
+                continue
+            except MasterUnavailable as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("master stopped answering heartbeats (%s)", exc)
+                await self.channel.reset()
+                continue
+            if failures:
+                log.info("master answering again after %d missed heartbeats", failures)
+                failures = 0
+            if isinstance(reply, Ack) and reply.key_id != self.subscriber.key_id:
+                self._reauth.set()

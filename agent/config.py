@@ -1,0 +1,96 @@
+"""The agent's configuration: ``<config dir>/agent.yaml`` parsed once into AgentConfig."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from saltmarsh.pki.errors import InvalidAgentId
+from saltmarsh.pki.ids import validate_agent_id
+from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
+from saltmarsh.protocol.errors import ConfigError
+from saltmarsh.protocol.limits import Limits
+
+DEFAULT_CONFIG_DIR = Path("/etc/saltmarsh")
+CONFIG_FILE = "agent.yaml"
+
+
+class AgentFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The keys ``agent.yaml`` may hold, each with its one default."""
+
+    id: str = ""  # empty means this host's name
+    master: str = "localhost"
+    publish_port: Port = 4605
+    request_port: Port = 4606
+    master_fingerprint: str | None = None
+    labels: dict[str, str] = {}
+    libvirt_uri: str = "qemu:///system"
+    root_dir: str = "/var/lib/saltmarsh/agent"
+    log_level: LogLevel = "info"
+    worker_threads: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    auth_retry_seconds: PositiveSeconds = 10.0
+    request_timeout_seconds: PositiveSeconds = 10.0
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=4096)] = Limits.max_frame
+    freshness_seconds: PositiveSeconds = Limits.freshness_seconds
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Validated agent settings with paths resolved."""
+
+    config_dir: Path
+    agent_id: str
+    master: str
+    publish_port: int
+    request_port: int
+    master_fingerprint: str | None
+    labels: dict[str, str]
+    libvirt_uri: str
+    root_dir: Path
+    log_level: str
+    worker_threads: int
+    auth_retry_seconds: float
+    request_timeout_seconds: float
+    limits: Limits
+
+    @property
+    def key_path(self) -> Path:
+        """The agent's private key."""
+        return self.root_dir / "pki" / "agent.key"
+
+    @property
+    def master_key_path(self) -> Path:
+        """The master's public key as first seen (trust on first use when no fingerprint is pinned)."""
+        return self.root_dir / "pki" / "master.pub"
+
+
+def load_agent_config(config_dir: Path) -> AgentConfig:
+    """Read ``agent.yaml`` from ``config_dir`` (all defaults if absent); ConfigError if invalid."""
+    path = config_dir / CONFIG_FILE
+    raw = load_yaml_config(path, AgentFile)
+    agent_id = raw.id or socket.gethostname()
+    try:
+        validate_agent_id(agent_id)
+    except InvalidAgentId as exc:
+        raise ConfigError(f"{path}: id: {exc}") from exc
+    fingerprint = raw.master_fingerprint.lower().strip() if raw.master_fingerprint else None
+    return AgentConfig(
+        config_dir=config_dir,
+        agent_id=agent_id,
+        master=raw.master,
+        publish_port=raw.publish_port,
+        request_port=raw.request_port,
+        master_fingerprint=fingerprint,
+        labels=dict(raw.labels),
+        libvirt_uri=raw.libvirt_uri,
+        root_dir=resolve_dir(config_dir, raw.root_dir),
+        log_level=raw.log_level,
+        worker_threads=raw.worker_threads,
+        auth_retry_seconds=raw.auth_retry_seconds,
+        request_timeout_seconds=raw.request_timeout_seconds,
+        limits=Limits(max_frame=raw.max_frame_bytes, freshness_seconds=raw.freshness_seconds),
+    )

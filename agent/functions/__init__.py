@@ -1,0 +1,67 @@
+"""The agent's function registry: ``@function("family.name")``, one module per family.
+
+A function takes a FunctionContext first, then the job's args and kwargs. It
+runs in a worker thread, so it may block (libvirt calls do). Its docstring is
+what ``sys.doc`` shows. Later families (``virt.*``) register the same way.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import FunctionError
+
+EventSink = Callable[[str, Any], None]
+
+
+@dataclass(frozen=True)
+class FunctionContext:
+    """What a function may use: who we are and how to fire an event."""
+
+    agent_id: str
+    labels: dict[str, str]
+    libvirt_uri: str
+    version: str
+    fire_event: EventSink
+
+
+Function = Callable[..., Any]
+REGISTRY: dict[str, Function] = {}
+
+
+def function(name: str) -> Callable[[Function], Function]:
+    """Register ``fn`` under ``name`` (``family.name``)."""
+
+    def register(fn: Function) -> Function:
+        if name in REGISTRY:
+            raise ValueError(f"function {name} registered twice")
+        REGISTRY[name] = fn
+        return fn
+
+    return register
+
+
+def call(name: str, ctx: FunctionContext, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """Run the function ``name``; FunctionError if it is unknown or the arguments do not fit."""
+    fn = REGISTRY.get(name)
+    if fn is None:
+        raise FunctionError(f"no function {name!r} on this agent (see sys.list_functions)")
+    try:
+        inspect.signature(fn).bind(ctx, *args, **kwargs)
+    except TypeError as exc:
+        raise FunctionError(f"{name}{usage(name)}: {exc}") from exc
+    return fn(ctx, *args, **kwargs)
+
+
+def usage(name: str) -> str:
+    """The parameters of ``name`` as ``(a, b=1)``, without the context."""
+    params = list(inspect.signature(REGISTRY[name]).parameters.values())[1:]
+    return "(" + ", ".join(str(p.replace(annotation=inspect.Parameter.empty)) for p in params) + ")"
+
+
+def load_all() -> None:
+    """Import every function module so that its functions register."""
+    from . import event, host, system, testing  # noqa: F401

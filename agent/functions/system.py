@@ -1,0 +1,23 @@
+"""``sys.*``: what this agent can do."""
+
+from __future__ import annotations
+
+import inspect
+
+from . import REGISTRY, FunctionContext, function, usage
+from ..errors import FunctionError
+
+
+@function("sys.list_functions")
+def list_functions(ctx: FunctionContext) -> list[str]:
+    """Every function this agent runs, sorted."""
+    return sorted(REGISTRY)
+
+
+@function("sys.doc")
+def doc(ctx: FunctionContext, name: str = "") -> dict[str, str]:
+    """Usage and docstring of one function, of a family (``test``), or of all."""
+    names = [n for n in sorted(REGISTRY) if not name or n == name or n.startswith(name + ".")]
+    if not names:
+        raise FunctionError(f"no function or family {name!r}")
+    return {n: f"{n}{usage(n)}\n{inspect.getdoc(REGISTRY[n]) or ''}".strip() for n in names}

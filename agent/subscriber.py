@@ -1,0 +1,129 @@
+"""The publish channel on the agent: receive jobs, check them, hand them to the executor.
+
+A job frame must verify with the trusted master key, be fresh, be sealed
+with the session key we hold, decode as a Job, and target this agent. A
+frame sealed with a newer session key is kept (a few) while the agent
+fetches that key, then processed, so a rotation loses no job.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable
+
+import zmq
+import zmq.asyncio
+
+from saltmarsh.protocol.codec import decode
+from saltmarsh.protocol.crypto import SessionCipher, SessionKey
+from saltmarsh.protocol.envelope import Header, parse_outer, verify
+from saltmarsh.protocol.errors import MalformedFrame, ProtocolError, UnknownSender, UnknownSessionKey
+from saltmarsh.protocol.freshness import ReplayGuard
+from saltmarsh.protocol.limits import Limits
+from saltmarsh.protocol.messages import Job
+from saltmarsh.protocol.targeting import matches
+from saltmarsh.protocol.topics import BROADCAST, agent_topic
+from saltmarsh.protocol.transport import harden
+
+from .trust import MasterTrust
+
+log = logging.getLogger(__name__)
+
+HELD_FRAMES = 64
+
+
+class JobSubscriber:
+    """SUB socket for jobs aimed at this agent or at everyone."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        endpoint: str,
+        agent_id: str,
+        labels: dict[str, str],
+        trust: MasterTrust,
+        limits: Limits,
+        on_job: Callable[[Job], None],
+        need_key: Callable[[], None],
+    ) -> None:
+        self._agent_id = agent_id
+        self._labels = labels
+        self._trust = trust
+        self._limits = limits
+        self._on_job = on_job
+        self._need_key = need_key
+        self._guard = ReplayGuard(limits.freshness_seconds)
+        self._session: SessionKey | None = None
+        self._cipher: SessionCipher | None = None
+        self._held: collections.deque[Header] = collections.deque(maxlen=HELD_FRAMES)
+        self._socket = ctx.socket(zmq.SUB)
+        harden(self._socket, limits)
+        self._socket.setsockopt(zmq.RECONNECT_IVL, 200)
+        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+        self._socket.setsockopt(zmq.SUBSCRIBE, BROADCAST)
+        self._socket.setsockopt(zmq.SUBSCRIBE, agent_topic(agent_id))
+        self._socket.connect(endpoint)
+        self.rejected = 0
+
+    @property
+    def key_id(self) -> bytes:
+        """Id of the session key held, or b"" before the first."""
+        return self._session.key_id if self._session else b""
+
+    def set_session(self, key: SessionKey) -> None:
+        """Use a new session key, then process frames held for it."""
+        self._session, self._cipher = key, key.cipher()
+        held, self._held = list(self._held), collections.deque(maxlen=HELD_FRAMES)
+        for header in held:
+            if header.key_id == key.key_id:
+                self._guarded(lambda: self._open(header))
+            else:
+                log.warning("dropped a job frame sealed with session key %s, which this agent never held",
+                            header.key_id.hex())
+
+    def drop_session(self) -> None:
+        """Forget the session key (our key was refused)."""
+        self._session, self._cipher = None, None
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._socket.close(linger=0)
+
+    async def serve(self) -> None:
+        """Receive job frames until cancelled."""
+        while True:
+            parts = await self._socket.recv_multipart()
+            self._guarded(lambda: self._receive(parts))
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except UnknownSessionKey as exc:
+            log.info("%s: fetching the new session key", exc)
+            self._need_key()
+        except ProtocolError as exc:
+            self.rejected += 1
+            log.warning("rejected published frame: %s", exc)
+
+    def _receive(self, parts: list[bytes]) -> None:
+        if len(parts) != 2:
+            raise MalformedFrame(f"{len(parts)} frames in a published message, expected 2")
+        outer = parse_outer(parts[1], self._limits)
+        if self._trust.key is None:
+            raise UnknownSender("no master key is trusted yet")
+        header = verify(outer, self._trust.key)
+        self._guard.check(header.sender, header.ts, header.nonce)
+        if self._session is None or header.key_id != self._session.key_id:
+            self._held.append(header)
+            raise UnknownSessionKey(header.key_id)
+        self._open(header)
+
+    def _open(self, header: Header) -> None:
+        if self._session is None or self._cipher is None or header.key_id != self._session.key_id:
+            raise UnknownSessionKey(header.key_id)
+        if header.kind != Job.KIND:
+            raise MalformedFrame(f"unknown published kind {header.kind!r}")
+        job = decode(self._cipher.decrypt(header.body), Job, "job")
+        if matches(job.target, self._agent_id, self._labels):
+            self._on_job(job)

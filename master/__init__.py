@@ -1,0 +1,1 @@
+"""The saltmarsh master: channels, authentication, jobs, events, and the operator's CLI."""

@@ -1,0 +1,40 @@
+"""``saltmarsh events [GLOB] [--json] [--count N]``: stream the master's events."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+from typing import Any
+
+from saltmarsh.protocol.codec import to_builtins
+
+from ..client import MasterClient
+
+
+def register(sub: Any) -> None:
+    """Add the ``events`` command."""
+    events = sub.add_parser("events", help="stream events whose tag matches GLOB (a prefix or a glob)")
+    events.add_argument("pattern", nargs="?", default="", metavar="GLOB")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    events.add_argument("--count", type=int, default=0, help="stop after N events")
+    events.add_argument("--idle-timeout", type=float, default=None, help="stop after S seconds without an event")
+    events.set_defaults(handler=stream_events)
+
+
+def stream_events(args: argparse.Namespace) -> int:
+    """Print events as they arrive."""
+    seen = 0
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        for event in client.events(args.pattern, idle_timeout=args.idle_timeout):
+            if args.json:
+                print(json.dumps(to_builtins(event), sort_keys=True, default=repr))
+            else:
+                when = datetime.datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")[:-3]
+                print(f"{when} {event.tag} {json.dumps(to_builtins(event.data), sort_keys=True, default=repr)}")
+            sys.stdout.flush()
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    return 0

@@ -1,0 +1,79 @@
+"""``saltmarsh key list|accept|reject|delete|finger``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..client import MasterClient
+from .output import print_json
+
+
+def register(sub: Any) -> None:
+    """Add the ``key`` command family."""
+    key = sub.add_parser("key", help="list, accept, reject and delete agent keys")
+    actions = key.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="keys by state")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=key_list)
+    accept = actions.add_parser("accept", help="accept a pending key (or --all)")
+    accept.add_argument("id", nargs="?")
+    accept.add_argument("--all", action="store_true", help="accept every pending key")
+    accept.set_defaults(handler=key_accept)
+    for name, done in (("reject", "rejected"), ("delete", "deleted")):
+        action = actions.add_parser(name, help=f"{name} a key; the agent gets no further job")
+        action.add_argument("id")
+        action.set_defaults(handler=key_change, cmd=f"key.{name}", done=done)
+    finger = actions.add_parser("finger", help="fingerprints of the master and agent keys")
+    finger.add_argument("id", nargs="?")
+    finger.add_argument("--json", action="store_true")
+    finger.set_defaults(handler=key_finger)
+
+
+def key_list(args: argparse.Namespace) -> int:
+    """Print keys by state."""
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        keys = client.call("key.list")
+    if args.json:
+        print_json(keys)
+        return 0
+    for state in ("accepted", "pending", "rejected"):
+        print(f"{state.capitalize()} keys:")
+        for agent_id in keys[state]:
+            print(f"  {agent_id}")
+    return 0
+
+
+def key_accept(args: argparse.Namespace) -> int:
+    """Accept one key or all pending keys."""
+    if bool(args.id) == bool(args.all):
+        print("saltmarsh: key accept takes an ID or --all")
+        return 2
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        accepted = client.call("key.accept", id=args.id or "", all=args.all)
+    for agent_id in accepted:
+        print(f"accepted {agent_id}")
+    if not accepted:
+        print("no pending keys")
+    return 0
+
+
+def key_change(args: argparse.Namespace) -> int:
+    """Reject or delete a key."""
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        client.call(args.cmd, id=args.id)
+    print(f"{args.done} {args.id}")
+    return 0
+
+
+def key_finger(args: argparse.Namespace) -> int:
+    """Print fingerprints."""
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        prints = client.call("key.finger", id=args.id or "")
+    if args.json:
+        print_json(prints)
+    else:
+        width = max(len(k) for k in prints)
+        for name, fp in prints.items():
+            print(f"{name:<{width}}  {fp}")
+    return 0

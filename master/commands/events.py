@@ -1,0 +1,31 @@
+"""Event commands: subscribe the client to tags matching a pattern; ping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from . import CommandContext, command, parse_args
+
+
+class SubscribeArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """A tag pattern: a prefix, or a glob over the whole tag; empty for everything."""
+
+    pattern: str = ""
+
+
+@command("events.subscribe")
+async def subscribe(ctx: CommandContext, args: dict[str, Any]) -> str:
+    """Stream every event whose tag matches ``pattern`` to this client until it goes away."""
+    pattern = parse_args(args, SubscribeArgs).pattern
+    ctx.subscribe(pattern)
+    return pattern
+
+
+@command("master.ping")
+async def ping(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Is the master up? Returns its fingerprint and counters."""
+    master = ctx.master
+    return {"fingerprint": master.identity.fingerprint, "events": master.bus.published,
+            "rejected_frames": master.channel.rejected}

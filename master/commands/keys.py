@@ -1,0 +1,71 @@
+"""Key commands: list, accept, reject, delete, finger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from saltmarsh.pki.keystore import KeyState
+
+from ..errors import CommandError
+from . import CommandContext, command, parse_args
+
+
+class KeyArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """Arguments naming one key (or, for accept, every pending key)."""
+
+    id: str = ""
+    all: bool = False
+
+
+@command("key.list")
+async def key_list(ctx: CommandContext, args: dict[str, Any]) -> dict[str, list[str]]:
+    """Ids by state: {"accepted": [...], "pending": [...], "rejected": [...]}."""
+    store = ctx.master.keys.store
+    return {state.value: store.ids(state) for state in (KeyState.ACCEPTED, KeyState.PENDING, KeyState.REJECTED)}
+
+
+@command("key.accept")
+async def key_accept(ctx: CommandContext, args: dict[str, Any]) -> list[str]:
+    """Accept one key (id) or every pending key (all=true); returns the ids accepted."""
+    parsed = parse_args(args, KeyArgs)
+    ids = ctx.master.keys.pending() if parsed.all else [_one(parsed)]
+    return await ctx.master.keys.accept(ids)
+
+
+@command("key.reject")
+async def key_reject(ctx: CommandContext, args: dict[str, Any]) -> str:
+    """Reject a key; an accepted agent stops receiving jobs from the next one on."""
+    agent_id = _one(parse_args(args, KeyArgs))
+    await ctx.master.keys.reject(agent_id)
+    return agent_id
+
+
+@command("key.delete")
+async def key_delete(ctx: CommandContext, args: dict[str, Any]) -> str:
+    """Delete a key; an accepted agent stops receiving jobs from the next one on."""
+    agent_id = _one(parse_args(args, KeyArgs))
+    await ctx.master.keys.delete(agent_id)
+    return agent_id
+
+
+@command("key.finger")
+async def key_finger(ctx: CommandContext, args: dict[str, Any]) -> dict[str, str]:
+    """Fingerprints: of one agent's key (id), or of the master and every agent."""
+    parsed = parse_args(args, KeyArgs)
+    store = ctx.master.keys.store
+    if parsed.id:
+        record = store.get(parsed.id)
+        if record is None:
+            raise CommandError(f"no key for agent {parsed.id!r}")
+        return {record.agent_id: record.fingerprint}
+    prints = {"master": ctx.master.identity.fingerprint}
+    prints.update({k.agent_id: k.fingerprint for k in store.all()})
+    return prints
+
+
+def _one(args: KeyArgs) -> str:
+    if not args.id:
+        raise CommandError("an agent id is required")
+    return args.id

@@ -1,0 +1,93 @@
+"""The master's configuration: ``<config dir>/master.yaml`` parsed once into MasterConfig."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import msgspec
+
+from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
+from saltmarsh.protocol.limits import Limits
+
+DEFAULT_CONFIG_DIR = Path("/etc/saltmarsh")
+CONFIG_FILE = "master.yaml"
+
+
+class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The keys ``master.yaml`` may hold, each with its one default."""
+
+    interface: str = "0.0.0.0"
+    publish_port: Port = 4605
+    request_port: Port = 4606
+    root_dir: str = "/var/lib/saltmarsh/master"
+    auto_accept: bool = False
+    keep_jobs_hours: PositiveSeconds = 24.0
+    log_level: LogLevel = "info"
+    heartbeat_seconds: PositiveSeconds = 10.0
+    max_frame_bytes: Annotated[int, msgspec.Meta(ge=4096)] = Limits.max_frame
+    freshness_seconds: PositiveSeconds = Limits.freshness_seconds
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    """Validated master settings with paths resolved; passed to every part that needs one."""
+
+    config_dir: Path
+    interface: str
+    publish_port: int
+    request_port: int
+    root_dir: Path
+    auto_accept: bool
+    keep_jobs_hours: float
+    log_level: str
+    heartbeat_seconds: float
+    limits: Limits
+
+    @property
+    def control_dir(self) -> Path:
+        """Directory of the control socket (mode 0700: its permissions are the access control)."""
+        return self.root_dir / "control"
+
+    @property
+    def control_socket(self) -> Path:
+        """Path of the control socket."""
+        return self.control_dir / "master.sock"
+
+    @property
+    def key_path(self) -> Path:
+        """The master's private key."""
+        return self.root_dir / "pki" / "master.key"
+
+    @property
+    def agent_keys_dir(self) -> Path:
+        """The agent key store."""
+        return self.root_dir / "pki" / "agents"
+
+    @property
+    def session_key_path(self) -> Path:
+        """The current publish session key (kept so a restart does not force re-authentication)."""
+        return self.root_dir / "pki" / "session.key"
+
+    @property
+    def job_cache_path(self) -> Path:
+        """The SQLite job cache."""
+        return self.root_dir / "jobs.sqlite"
+
+
+def load_master_config(config_dir: Path) -> MasterConfig:
+    """Read ``master.yaml`` from ``config_dir`` (all defaults if absent); ConfigError if invalid."""
+    raw = load_yaml_config(config_dir / CONFIG_FILE, MasterFile)
+    return MasterConfig(
+        config_dir=config_dir,
+        interface=raw.interface,
+        publish_port=raw.publish_port,
+        request_port=raw.request_port,
+        root_dir=resolve_dir(config_dir, raw.root_dir),
+        auto_accept=raw.auto_accept,
+        keep_jobs_hours=raw.keep_jobs_hours,
+        log_level=raw.log_level,
+        heartbeat_seconds=raw.heartbeat_seconds,
+        limits=Limits(max_frame=raw.max_frame_bytes, freshness_seconds=raw.freshness_seconds),
+    )

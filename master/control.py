@@ -1,0 +1,142 @@
+"""The control socket: local clients (CLI, Python API) send commands and receive event streams.
+
+An IPC ROUTER socket in a 0700 directory, itself 0600: whoever can open the
+file may command the master, as with Salt's master socket. ROUTER_MANDATORY
+makes a send to a vanished client fail at once, which is how streams end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import zmq
+import zmq.asyncio
+
+from saltmarsh.protocol.codec import decode, encode
+from saltmarsh.protocol.errors import MalformedFrame
+
+from .commands import COMMANDS, CommandContext, load_all
+from .control_messages import MAX_CONTROL_FRAME, ControlReply, ControlRequest
+from .errors import MasterError
+from .eventbus import Event
+
+if TYPE_CHECKING:
+    from .server import Master
+
+log = logging.getLogger(__name__)
+
+StreamKey = tuple[bytes, int]
+
+
+class ControlServer:
+    """Serves control commands and streams subscribed events to each client, batched."""
+
+    def __init__(self, ctx: zmq.asyncio.Context, master: Master) -> None:
+        load_all()
+        self._master = master
+        self._socket = ctx.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_FRAME)
+        self._socket.setsockopt(zmq.SNDHWM, 100_000)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._streams: dict[StreamKey, list[int]] = defaultdict(list)
+        self._pending: dict[StreamKey, list[Event]] = {}
+        self._flush_scheduled = False
+        self.dropped = 0
+
+    def bind(self) -> None:
+        """Create the 0700 directory and bind the 0600 socket inside it."""
+        directory = self._master.config.control_dir
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(directory, 0o700)
+        path = self._master.config.control_socket
+        path.unlink(missing_ok=True)
+        old = os.umask(0o177)
+        try:
+            self._socket.bind(f"ipc://{path}")
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+
+    def close(self) -> None:
+        """Drop every stream and close the socket."""
+        for handles in self._streams.values():
+            for handle in handles:
+                self._master.bus.unsubscribe(handle)
+        self._socket.close(linger=0)
+        self._master.config.control_socket.unlink(missing_ok=True)
+
+    async def serve(self) -> None:
+        """Answer control requests until cancelled."""
+        while True:
+            parts = await self._socket.recv_multipart()
+            if len(parts) != 2:
+                log.warning("control: rejected message of %d frames", len(parts) - 1)
+                continue
+            client, frame = parts
+            try:
+                request = decode(frame, ControlRequest, "control request")
+            except MalformedFrame as exc:
+                log.warning("control: rejected request: %s", exc)
+                continue
+            asyncio.create_task(self._answer(client, request))
+
+    async def _answer(self, client: bytes, request: ControlRequest) -> None:
+        fn = COMMANDS.get(request.cmd)
+        if fn is None:
+            await self._send(client, ControlReply(request.id, ok=False, error=f"unknown command {request.cmd!r}"))
+            return
+        ctx = CommandContext(self._master, lambda pattern: self._subscribe((client, request.id), pattern))
+        try:
+            result = await fn(ctx, request.args)
+        except MasterError as exc:
+            await self._send(client, ControlReply(request.id, ok=False, error=str(exc)))
+            return
+        except Exception as exc:
+            log.exception("control command %s failed", request.cmd)
+            await self._send(client, ControlReply(request.id, ok=False, error=f"internal error: {exc}"))
+            return
+        await self._send(client, ControlReply(request.id, result=result))
+
+    def _subscribe(self, key: StreamKey, pattern: str) -> None:
+        handle = self._master.bus.subscribe(pattern, lambda event: self._queue(key, event))
+        self._streams[key].append(handle)
+
+    def _queue(self, key: StreamKey, event: Event) -> None:
+        self._pending.setdefault(key, []).append(event)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        for key, events in pending.items():
+            client, request_id = key
+            try:
+                self._socket.send_multipart([client, encode(ControlReply(request_id, events=events))], flags=zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                if exc.errno == errno.EHOSTUNREACH:
+                    self._end_client(client)
+                else:
+                    self.dropped += len(events)
+                    log.warning("control: dropped %d events for a slow client: %s", len(events), exc)
+
+    def _end_client(self, client: bytes) -> None:
+        for key in [k for k in self._streams if k[0] == client]:
+            for handle in self._streams.pop(key):
+                self._master.bus.unsubscribe(handle)
+            self._pending.pop(key, None)
+
+    async def _send(self, client: bytes, reply: ControlReply) -> Any:
+        try:
+            await self._socket.send_multipart([client, encode(reply)])
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+            self._end_client(client)

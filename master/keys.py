@@ -1,0 +1,144 @@
+"""Key acceptance: hello and heartbeat handling, and the operator's accept/reject/delete.
+
+Rejecting or deleting an accepted key rotates the publish session key at
+once, so the very next job is sealed with a key the cut-off agent never
+receives (property 5). Agents still accepted get the new key pushed over
+their authenticated request channel instead of all re-authenticating at
+once; one that misses the push fetches it when it sees an unknown key id.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from saltmarsh.pki.errors import KeyConflict
+from saltmarsh.pki.ids import validate_agent_id
+from saltmarsh.pki.keystore import AgentKey, KeyState, KeyStore
+from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Welcome
+from saltmarsh.protocol.tags import key_tag
+
+from .errors import CommandError
+from .eventbus import EventBus
+from .presence import Presence
+from .publisher import SessionKeys
+from .request_channel import Request, RequestChannel
+
+log = logging.getLogger(__name__)
+
+
+class KeyManager:
+    """Decides what each key may do and carries out the operator's key commands."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        bus: EventBus,
+        sessions: SessionKeys,
+        presence: Presence,
+        channel: RequestChannel,
+        *,
+        auto_accept: bool,
+        heartbeat_seconds: float,
+    ) -> None:
+        self._store = store
+        self._bus = bus
+        self._sessions = sessions
+        self._presence = presence
+        self._channel = channel
+        self._auto_accept = auto_accept
+        self._heartbeat = heartbeat_seconds
+
+    @property
+    def store(self) -> KeyStore:
+        """The key store (read-only use outside this class)."""
+        return self._store
+
+    async def on_hello(self, req: Request) -> Welcome:
+        """Handle key submission: record the key, answer with its state and the session key."""
+        assert isinstance(req.body, Hello)
+        agent_id = validate_agent_id(req.agent_id)
+        try:
+            state, new = self._store.submit(agent_id, req.public_key)
+        except KeyConflict as exc:
+            log.warning("refused key submission: %s", exc)
+            return Welcome(state="conflict", reason="another key is registered for this id")
+        if new:
+            log.info("agent %s submitted key %s: pending", agent_id, self._store.get(agent_id).fingerprint)  # type: ignore[union-attr]
+            self._bus.fire(key_tag(agent_id, "pending"), {"id": agent_id})
+            if self._auto_accept:
+                state = self._set_state(agent_id, KeyState.ACCEPTED).state
+        if state is KeyState.ACCEPTED:
+            self._presence.hello(agent_id, req.body.labels, req.body.version, req.routing_id)
+        else:
+            self._presence.note_unaccepted(agent_id, req.body.labels, req.body.version, req.routing_id)
+        return self._welcome(state)
+
+    async def on_heartbeat(self, req: Request) -> Ack:
+        """Handle a heartbeat; the reply names the current session key id."""
+        assert isinstance(req.body, Heartbeat)
+        self._presence.heartbeat(req.agent_id, req.routing_id)
+        return Ack(key_id=self._sessions.current.key_id)
+
+    def _welcome(self, state: KeyState) -> Welcome:
+        key = self._sessions.current.key if state is KeyState.ACCEPTED else b""
+        return Welcome(state=state.value, session_key=key, heartbeat_seconds=self._heartbeat)
+
+    async def accept(self, agent_ids: list[str]) -> list[str]:
+        """Accept pending (or rejected) keys; each accepted agent is told at once."""
+        done = []
+        for agent_id in agent_ids:
+            self._set_state(agent_id, KeyState.ACCEPTED)
+            done.append(agent_id)
+            await self._push(agent_id)
+        return done
+
+    def pending(self) -> list[str]:
+        """Ids whose keys are pending."""
+        return self._store.ids(KeyState.PENDING)
+
+    async def reject(self, agent_id: str) -> None:
+        """Reject a key; an accepted agent is cut off from the next job."""
+        was = self._require(agent_id).state
+        self._set_state(agent_id, KeyState.REJECTED)
+        self._presence.mark_down(agent_id, "key rejected")
+        if was is KeyState.ACCEPTED:
+            await self._rotate()
+
+    async def delete(self, agent_id: str) -> None:
+        """Delete a key; an accepted agent is cut off from the next job."""
+        record = self._require(agent_id)
+        self._store.delete(agent_id)
+        self._presence.forget(agent_id)
+        log.info("key of %s deleted", agent_id)
+        self._bus.fire(key_tag(agent_id, "deleted"), {"id": agent_id})
+        if record.state is KeyState.ACCEPTED:
+            await self._rotate()
+
+    def _require(self, agent_id: str) -> AgentKey:
+        try:
+            validate_agent_id(agent_id)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        record = self._store.get(agent_id)
+        if record is None:
+            raise CommandError(f"no key for agent {agent_id!r}")
+        return record
+
+    def _set_state(self, agent_id: str, state: KeyState) -> AgentKey:
+        self._require(agent_id)
+        record = self._store.set_state(agent_id, state)
+        log.info("key of %s (%s) is now %s", agent_id, record.fingerprint, state.value)
+        self._bus.fire(key_tag(agent_id, state.value), {"id": agent_id})
+        return record
+
+    async def _rotate(self) -> None:
+        self._sessions.rotate()
+        for agent_id in self._presence.up_agents():
+            await self._push(agent_id)
+
+    async def _push(self, agent_id: str) -> None:
+        routing_id = self._presence.routing_id(agent_id)
+        key = self._store.accepted_key(agent_id)
+        if routing_id is None or key is None:
+            return
+        await self._channel.send(routing_id, key, self._welcome(KeyState.ACCEPTED))

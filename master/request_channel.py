@@ -1,0 +1,160 @@
+"""The request channel: agents' DEALERs talk to this ROUTER.
+
+Every frame is checked in this order, and the first failure is logged as one
+line naming the peer address and the reason, then dropped (never a crash):
+size -> envelope shape -> signature (accepted key, or the presented key for
+key submission only) -> header -> freshness -> decryption -> body schema.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+from saltmarsh.pki.errors import InvalidAgentId
+from saltmarsh.pki.keys import Identity, curve_public
+from saltmarsh.protocol.codec import decode, encode
+from saltmarsh.protocol.crypto import Cipher, PeerCipher, PlainCipher
+from saltmarsh.protocol.envelope import Header, Outer, parse_outer, seal, verify
+from saltmarsh.protocol.errors import MalformedFrame, ProtocolError, UnknownSender
+from saltmarsh.protocol.freshness import ReplayGuard
+from saltmarsh.protocol.limits import Limits
+from saltmarsh.protocol.messages import REQUEST_KINDS, Hello, Message, Refused
+from saltmarsh.protocol.transport import harden, tcp_endpoint
+
+from .publisher import MASTER_SENDER
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    """An authenticated, decrypted request from an agent."""
+
+    agent_id: str
+    routing_id: bytes
+    header: Header
+    body: Message
+    public_key: bytes
+    accepted: bool
+
+
+Handler = Callable[[Request], Awaitable[Message | None]]
+
+
+class Unaccepted(ProtocolError):
+    """A key that is not accepted tried to do something other than submit itself."""
+
+
+class RequestChannel:
+    """ROUTER socket, authentication of every frame, and dispatch to handlers by kind."""
+
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        identity: Identity,
+        accepted_key: Callable[[str], bytes | None],
+        limits: Limits,
+    ) -> None:
+        self._identity = identity
+        self._accepted_key = accepted_key
+        self._limits = limits
+        self._guard = ReplayGuard(limits.freshness_seconds)
+        self._ciphers: dict[bytes, PeerCipher] = {}
+        self._handlers: dict[str, Handler] = {}
+        self._socket = ctx.socket(zmq.ROUTER)
+        harden(self._socket, limits)
+        self.rejected = 0
+
+    def bind(self, interface: str, port: int) -> None:
+        """Bind the ROUTER socket."""
+        self._socket.bind(tcp_endpoint(interface, port))
+
+    def on(self, kind: str, handler: Handler) -> None:
+        """Route requests of ``kind`` to ``handler``."""
+        self._handlers[kind] = handler
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._socket.close(linger=0)
+
+    async def serve(self) -> None:
+        """Receive and answer frames until cancelled."""
+        while True:
+            parts = await self._socket.recv_multipart(copy=False)
+            peer = _peer_address(parts[-1])
+            if len(parts) != 2:
+                self._reject(peer, MalformedFrame(f"{len(parts) - 1} frames in one message, expected 1"))
+                continue
+            try:
+                await self._handle(parts[0].bytes, parts[1].bytes)
+            except ProtocolError as exc:
+                self._reject(peer, exc)
+            except InvalidAgentId as exc:
+                self._reject(peer, exc)
+            except Exception:  # a bug in a handler must not take the channel down
+                log.exception("request from %s failed inside the master", peer)
+
+    def _reject(self, peer: str, exc: Exception) -> None:
+        self.rejected += 1
+        log.warning("rejected frame from %s: %s", peer, exc)
+
+    async def _handle(self, routing_id: bytes, frame: bytes) -> None:
+        outer = parse_outer(frame, self._limits)
+        header, public_key, accepted = self._authenticate(outer)
+        self._guard.check(header.sender, header.ts, header.nonce)
+        if not accepted and header.kind != Hello.KIND:
+            await self.send(routing_id, public_key, Refused(reason="key not accepted"), header.nonce)
+            raise Unaccepted(f"{header.sender!r} sent {header.kind!r} but its key is not accepted: "
+                             "an unaccepted key may only submit itself")
+        kind = REQUEST_KINDS.get(header.kind)
+        if kind is None:
+            raise MalformedFrame(f"unknown request kind {header.kind!r}")
+        plain = self._cipher_for(header.kind, public_key).decrypt(header.body)
+        body = decode(plain, kind, f"{header.kind} body")
+        handler = self._handlers[header.kind]
+        reply = await handler(Request(header.sender, routing_id, header, body, public_key, accepted))
+        if reply is not None:
+            await self.send(routing_id, public_key, reply, header.nonce)
+
+    def _authenticate(self, outer: Outer) -> tuple[Header, bytes, bool]:
+        accepted = self._accepted_key(outer.sender)
+        if accepted is not None and outer.presented_key in (b"", accepted):
+            return verify(outer, accepted), accepted, True
+        if outer.presented_key:
+            # Signed by the key it presents: proves possession, grants nothing but submission.
+            return verify(outer, outer.presented_key), outer.presented_key, False
+        raise UnknownSender(f"no accepted key for {outer.sender!r} and none presented")
+
+    def _cipher_for(self, kind: str, public_key: bytes) -> Cipher:
+        if kind == Hello.KIND:
+            return PlainCipher()
+        return self.peer_cipher(public_key)
+
+    def peer_cipher(self, public_key: bytes) -> PeerCipher:
+        """The Box shared with the holder of ``public_key`` (the X25519 step is done once)."""
+        cipher = self._ciphers.get(public_key)
+        if cipher is None:
+            try:
+                peer = curve_public(public_key)
+            except Exception as exc:  # pynacl raises several types for a bad point
+                raise MalformedFrame("presented key cannot be converted for encryption") from exc
+            cipher = self._ciphers[public_key] = PeerCipher(self._identity.curve_private, peer)
+        return cipher
+
+    async def send(self, routing_id: bytes, public_key: bytes, message: Message, reply_to: bytes = b"") -> None:
+        """Seal ``message`` for the holder of ``public_key`` and send it to ``routing_id``."""
+        body = self.peer_cipher(public_key).encrypt(encode(message))
+        frame, _ = seal(self._identity, MASTER_SENDER, message.KIND, body, reply_to=reply_to, present_key=True)
+        await self._socket.send_multipart([routing_id, frame])
+
+
+def _peer_address(frame: zmq.Frame) -> str:
+    try:
+        return str(frame.get("Peer-Address"))
+    except zmq.ZMQError:
+        return "unknown peer"

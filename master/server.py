@@ -1,0 +1,103 @@
+"""The master: wires key store, channels, job router, event bus and control socket together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import zmq.asyncio
+
+from saltmarsh.pki.keys import Identity
+from saltmarsh.pki.keystore import KeyStore
+from saltmarsh.protocol.messages import Events, Heartbeat, Hello, Returns
+
+from .agent_events import AgentEventRelay
+from .config import MasterConfig
+from .control import ControlServer
+from .eventbus import EventBus
+from .jobcache import JobCache
+from .jobs import JobRouter
+from .keys import KeyManager
+from .presence import Presence
+from .publisher import Publisher, SessionKeys
+from .request_channel import RequestChannel
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_SECONDS = 1.0
+
+
+class Master:
+    """One running master; build it from a MasterConfig and ``await run(stop)``."""
+
+    def __init__(self, config: MasterConfig) -> None:
+        self.config = config
+        config.root_dir.mkdir(parents=True, exist_ok=True)
+        self.identity = Identity.load_or_create(config.key_path)
+        self.bus = EventBus()
+        self.cache = JobCache(config.job_cache_path)
+        self.presence = Presence(self.cache, self.bus, config.heartbeat_seconds)
+        self.sessions = SessionKeys(config.session_key_path)
+        self._zmq = zmq.asyncio.Context()
+        self.publisher = Publisher(self._zmq, self.identity, self.sessions, config.limits)
+        store = KeyStore(config.agent_keys_dir)
+        self.channel = RequestChannel(self._zmq, self.identity, store.accepted_key, config.limits)
+        self.keys = KeyManager(
+            store, self.bus, self.sessions, self.presence, self.channel,
+            auto_accept=config.auto_accept, heartbeat_seconds=config.heartbeat_seconds,
+        )
+        self.jobs = JobRouter(self.cache, self.bus, self.publisher, self.presence, self.keys)
+        self.relay = AgentEventRelay(self.bus, self.presence)
+        self.channel.on(Hello.KIND, self.keys.on_hello)
+        self.channel.on(Heartbeat.KIND, self.keys.on_heartbeat)
+        self.channel.on(Returns.KIND, self.jobs.on_returns)
+        self.channel.on(Events.KIND, self.relay.on_events)
+        self.control = ControlServer(self._zmq, self)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Bind, serve until ``stop`` is set, then close everything."""
+        cfg = self.config
+        self.publisher.bind(cfg.interface, cfg.publish_port)
+        self.channel.bind(cfg.interface, cfg.request_port)
+        self.control.bind()
+        log.info(
+            "master %s listening on %s (publish %d, request %d), control socket %s",
+            self.identity.fingerprint, cfg.interface, cfg.publish_port, cfg.request_port, cfg.control_socket,
+        )
+        tasks = [
+            asyncio.create_task(self.channel.serve(), name="request-channel"),
+            asyncio.create_task(self.control.serve(), name="control"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self.close()
+        log.info("master stopped")
+
+    async def _housekeeping(self) -> None:
+        purge_every = max(1, int(60 / HOUSEKEEPING_SECONDS))
+        ticks = 0
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_SECONDS)
+            self.presence.sweep()
+            ticks += 1
+            if ticks % purge_every == 0:
+                purged = self.cache.purge_older_than(self.config.keep_jobs_hours)
+                if purged:
+                    log.info("purged %d jobs older than %s h", purged, self.config.keep_jobs_hours)
+
+    def close(self) -> None:
+        """Close sockets and the job cache."""
+        self.control.close()
+        self.channel.close()
+        self.publisher.close()
+        self.presence.sweep()
+        self.cache.close()
+        self._zmq.term()

@@ -1,0 +1,23 @@
+"""Exceptions raised by the pki package.
+
+    PkiError                any key or key-store problem
+    ├── InvalidAgentId      an id that is not a safe name (path separators, length, control chars)
+    ├── KeyFileError        a key file is missing, unreadable, or not a key
+    └── KeyConflict         a different public key is submitted for an id that already has one
+"""
+
+
+class PkiError(Exception):
+    """Base of every pki error; ``str(exc)`` is a one-line reason."""
+
+
+class InvalidAgentId(PkiError, ValueError):
+    """Raised when an agent id is not a safe name; checked before any path is built."""
+
+
+class KeyFileError(PkiError, OSError):
+    """Raised when a key file is missing, unreadable, or does not hold a key."""
+
+
+class KeyConflict(PkiError):
+    """Raised when an id already has a different key in the store."""

@@ -1,0 +1,109 @@
+"""The signed envelope every frame on both channels travels in.
+
+Wire form (msgpack array)::
+
+    [sender, presented_key, signed, signature]
+
+``signed`` is the msgpack of a :class:`Header` and ``signature`` is Ed25519
+over exactly those bytes. The receiver finds the verification key from
+``sender`` (the key store, or the pinned master key) or, for key submission
+only, from ``presented_key``; it verifies the signature *before* it decodes
+``signed``, so no field is trusted before it is authenticated.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated, Any
+
+import msgspec
+import nacl.exceptions
+import nacl.signing
+
+from saltmarsh.pki.keys import Identity
+from .codec import decode, encode
+from .errors import BadSignature, MalformedFrame, OversizedFrame
+from .limits import MAX_ID_LENGTH, Limits
+from .version import PROTOCOL_VERSION
+
+NONCE_SIZE = 16
+SIGNATURE_SIZE = 64
+
+Sender = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+Kind = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+
+
+class Outer(msgspec.Struct, array_like=True, frozen=True):
+    """The outer array of a frame, before the signature is checked."""
+
+    sender: Sender
+    presented_key: Annotated[bytes, msgspec.Meta(max_length=32)]
+    signed: bytes
+    signature: Annotated[bytes, msgspec.Meta(min_length=SIGNATURE_SIZE, max_length=SIGNATURE_SIZE)]
+
+
+class Header(msgspec.Struct, array_like=True, frozen=True):
+    """The signed part of a frame: who, what, when, and the (encrypted) body."""
+
+    v: int
+    kind: Kind
+    sender: Sender
+    ts: float
+    nonce: Annotated[bytes, msgspec.Meta(min_length=NONCE_SIZE, max_length=NONCE_SIZE)]
+    reply_to: Annotated[bytes, msgspec.Meta(max_length=NONCE_SIZE)]
+    key_id: Annotated[bytes, msgspec.Meta(max_length=16)]
+    body: bytes
+
+
+def seal(
+    identity: Identity,
+    sender: str,
+    kind: str,
+    body: bytes,
+    *,
+    reply_to: bytes = b"",
+    key_id: bytes = b"",
+    present_key: bool = False,
+) -> tuple[bytes, bytes]:
+    """Sign an already-encrypted body; return (frame, nonce)."""
+    nonce = os.urandom(NONCE_SIZE)
+    header = Header(PROTOCOL_VERSION, kind, sender, time.time(), nonce, reply_to, key_id, body)
+    signed = encode(header)
+    presented = identity.public_key if present_key else b""
+    frame = encode(Outer(sender, presented, signed, identity.sign(signed)))
+    return frame, nonce
+
+
+def parse_outer(frame: bytes, limits: Limits) -> Outer:
+    """Check the size and shape of a frame; nothing in it is trusted yet."""
+    if len(frame) > limits.max_frame:
+        raise OversizedFrame(f"frame of {len(frame)} bytes exceeds the {limits.max_frame}-byte limit")
+    return decode(frame, Outer, "envelope")
+
+
+def verify(outer: Outer, public_key: bytes | nacl.signing.VerifyKey) -> Header:
+    """Verify the signature with ``public_key``, then decode and check the header."""
+    key = public_key if isinstance(public_key, nacl.signing.VerifyKey) else _verify_key(public_key)
+    try:
+        key.verify(outer.signed, outer.signature)
+    except nacl.exceptions.BadSignatureError as exc:
+        raise BadSignature(f"signature of frame from {outer.sender!r} does not verify") from exc
+    header = decode(outer.signed, Header, "header")
+    if header.v != PROTOCOL_VERSION:
+        raise MalformedFrame(f"protocol version {header.v}, this end speaks {PROTOCOL_VERSION}")
+    if header.sender != outer.sender:
+        raise MalformedFrame(f"signed sender {header.sender!r} differs from {outer.sender!r}")
+    return header
+
+
+def _verify_key(public_key: bytes) -> nacl.signing.VerifyKey:
+    try:
+        return nacl.signing.VerifyKey(public_key)
+    except (ValueError, TypeError, nacl.exceptions.CryptoError) as exc:
+        raise MalformedFrame("presented key is not an Ed25519 public key") from exc
+
+
+def describe(frame: Any) -> str:
+    """A short, safe description of a frame for log lines (size only, never content)."""
+    return f"{len(frame)}-byte frame" if isinstance(frame, (bytes, bytearray)) else "frame"

@@ -1,0 +1,149 @@
+"""Message schemas of the request and publish channels, one Struct per message kind.
+
+Each Struct is the decoded body of a frame whose header ``kind`` equals the
+Struct's ``KIND``. Unknown fields, wrong types and over-long values are refused
+by the decoder (see codec.py). Direction and cipher are noted on each.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar
+
+import msgspec
+
+from .limits import MAX_FUNCTION_NAME, MAX_ID_LENGTH, MAX_TAG_LENGTH
+
+AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG_LENGTH)]
+FunctionName = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_FUNCTION_NAME)]
+ShortText = Annotated[str, msgspec.Meta(max_length=256)]
+Labels = Annotated[
+    dict[Annotated[str, msgspec.Meta(max_length=64)], Annotated[str, msgspec.Meta(max_length=256)]],
+    msgspec.Meta(max_length=64),
+]
+Jid = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{20,26}$")]
+
+
+class Message(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Base of every message body; ``KIND`` is the header kind it travels under."""
+
+    KIND: ClassVar[str] = ""
+
+
+# ---- agent -> master, request channel ------------------------------------------------
+
+
+class Hello(Message):
+    """Agent -> master, plaintext: submit the agent's key and ask for the session key.
+
+    The only message an unaccepted key may send. The envelope presents the
+    public key and is signed by it (proof of possession).
+    """
+
+    KIND: ClassVar[str] = "hello"
+    labels: Labels = {}
+    version: ShortText = ""
+
+
+class Heartbeat(Message):
+    """Agent -> master, Box: I am alive; ``key_id`` is the session key I hold."""
+
+    KIND: ClassVar[str] = "heartbeat"
+    key_id: Annotated[bytes, msgspec.Meta(max_length=16)] = b""
+
+
+class ErrorInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A structured error: what kind of failure and its message (no traceback)."""
+
+    type: ShortText
+    message: Annotated[str, msgspec.Meta(max_length=4096)]
+
+
+class JobReturn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One agent's answer to one job."""
+
+    jid: Jid
+    fun: FunctionName
+    success: bool
+    result: Any = None
+    error: ErrorInfo | None = None
+    started: float = 0.0
+    duration: float = 0.0
+
+
+class Returns(Message):
+    """Agent -> master, Box: job returns; acknowledged by jid once persisted."""
+
+    KIND: ClassVar[str] = "returns"
+    returns: Annotated[list[JobReturn], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+class AgentEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """An event fired on an agent."""
+
+    tag: Tag
+    data: Any = None
+    ts: float = 0.0
+
+
+class Events(Message):
+    """Agent -> master, Box: a batch of events (batched so one signature covers many)."""
+
+    KIND: ClassVar[str] = "events"
+    events: Annotated[list[AgentEvent], msgspec.Meta(min_length=1, max_length=1000)]
+
+
+# ---- master -> agent, request channel ---------------------------------------------------
+
+
+class Welcome(Message):
+    """Master -> agent, Box: the key's state and, once accepted, the publish session key."""
+
+    KIND: ClassVar[str] = "welcome"
+    state: Annotated[str, msgspec.Meta(pattern="^(pending|accepted|rejected|conflict)$")]
+    session_key: Annotated[bytes, msgspec.Meta(max_length=32)] = b""
+    heartbeat_seconds: float = 10.0
+    reason: ShortText = ""
+
+
+class Ack(Message):
+    """Master -> agent, Box: these jids' returns (or this events batch) are persisted."""
+
+    KIND: ClassVar[str] = "ack"
+    jids: list[Jid] = []
+    key_id: Annotated[bytes, msgspec.Meta(max_length=16)] = b""
+
+
+class Refused(Message):
+    """Master -> agent, Box: the request was refused; the agent must authenticate again."""
+
+    KIND: ClassVar[str] = "refused"
+    reason: ShortText
+
+
+# ---- master -> agents, publish channel ------------------------------------------------
+
+
+class Target(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Which agents a job is for: an id, a glob, a list of ids, or labels."""
+
+    kind: Annotated[str, msgspec.Meta(pattern="^(id|glob|list|labels)$")]
+    ids: Annotated[list[AgentId], msgspec.Meta(max_length=10000)] = []
+    pattern: Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)] = ""
+    labels: Labels = {}
+
+
+class Job(Message):
+    """Master -> agents, session key: run ``fun`` with args on the targeted agents."""
+
+    KIND: ClassVar[str] = "job"
+    jid: Jid
+    fun: FunctionName
+    target: Target
+    args: Annotated[list[Any], msgspec.Meta(max_length=256)] = []
+    kwargs: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], Any], msgspec.Meta(max_length=256)] = {}
+    timeout: float = 30.0
+
+
+REQUEST_KINDS: dict[str, type[Message]] = {m.KIND: m for m in (Hello, Heartbeat, Returns, Events)}
+REPLY_KINDS: dict[str, type[Message]] = {m.KIND: m for m in (Welcome, Ack, Refused)}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian as root: system packages, a virtualenv in .venv, saltmarsh installed
+# into it (editable, with the test tools). Safe to run again: each step is skipped when done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON=/usr/bin/python3
+if [[ ! -x .venv/bin/python ]]; then
+    echo "setup: creating .venv"
+    "$PYTHON" -m venv .venv
+fi
+
+# Reinstall only when the declared dependencies change (the install is editable, so code changes need none).
+stamp=".venv/.saltmarsh-$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
+if [[ ! -e $stamp ]]; then
+    echo "setup: installing saltmarsh and its dependencies into .venv"
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -e '.[test]'
+    rm -f .venv/.saltmarsh-*
+    touch "$stamp"
+fi

@@ -1,0 +1,203 @@
+"""Real daemons for tests and benchmarks: a master and agents as processes on loopback.
+
+Each Cluster gets its own directory, free ports, and freshly generated keys;
+nothing here fakes a part of saltmarsh.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class Daemon:
+    """A daemon process with its config dir and log file."""
+
+    name: str
+    config_dir: Path
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log_path = self.config_dir / "daemon.log"
+
+    def start(self) -> None:
+        """Start the process, appending to its log."""
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+
+    def log(self) -> str:
+        """Everything the daemon has logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        """True while the process runs."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Send ``sig`` and wait; returns the exit code (kills after ``timeout``)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def pause(self) -> None:
+        """SIGSTOP the process."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the process."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+class Cluster:
+    """One master and any number of agents, each a real process, on 127.0.0.1."""
+
+    def __init__(self, base: Path, **master_settings: Any) -> None:
+        self.base = base
+        self.publish_port = free_port()
+        self.request_port = free_port()
+        self.master_dir = base / "master"
+        self.master_dir.mkdir(parents=True, exist_ok=True)
+        settings = {
+            "interface": "127.0.0.1",
+            "publish_port": self.publish_port,
+            "request_port": self.request_port,
+            "root_dir": "state",
+            "heartbeat_seconds": 1.0,
+            "log_level": "debug",
+        }
+        settings.update(master_settings)
+        (self.master_dir / "master.yaml").write_text(yaml.safe_dump(settings))
+        self.master = Daemon("master", self.master_dir, [str(BIN / "saltmarsh-master"), "-c", str(self.master_dir)])
+        self.agents: dict[str, Daemon] = {}
+
+    @property
+    def control_socket(self) -> Path:
+        """The master's control socket."""
+        return self.master_dir / "state" / "control" / "master.sock"
+
+    def start_master(self) -> None:
+        """Start the master and wait until it answers on its control socket."""
+        self.master.start()
+        wait_until(lambda: self.cli("key", "list", check=False).returncode == 0, what="master to answer")
+
+    def agent_config(self, agent_id: str, **settings: Any) -> Path:
+        """Write an agent's config (defaults pointed at this master) and return its dir."""
+        config_dir = self.base / "agents" / agent_id
+        config_dir.mkdir(parents=True, exist_ok=True)
+        values = {
+            "id": agent_id,
+            "master": "127.0.0.1",
+            "publish_port": self.publish_port,
+            "request_port": self.request_port,
+            "root_dir": "state",
+            "libvirt_uri": "test:///default",
+            "auth_retry_seconds": 0.3,
+            "request_timeout_seconds": 2.0,
+            "log_level": "debug",
+        }
+        values.update(settings)
+        (config_dir / "agent.yaml").write_text(yaml.safe_dump(values))
+        return config_dir
+
+    def start_agent(self, agent_id: str, **settings: Any) -> Daemon:
+        """Start an agent process (its key stays pending until accepted)."""
+        config_dir = self.agent_config(agent_id, **settings)
+        daemon = Daemon(agent_id, config_dir, [str(BIN / "saltmarsh-agent"), "-c", str(config_dir)])
+        daemon.start()
+        self.agents[agent_id] = daemon
+        return daemon
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run ``saltmarsh -c <master dir> ARGS`` and return its result."""
+        result = subprocess.run(
+            [str(BIN / "saltmarsh"), "-c", str(self.master_dir), *args],
+            capture_output=True, text=True, timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"saltmarsh {' '.join(args)} exited {result.returncode}: {result.stderr}{result.stdout}")
+        return result
+
+    def cli_json(self, *args: str) -> Any:
+        """Run a CLI command with --json and parse its output."""
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def pending(self) -> list[str]:
+        """Ids whose keys are pending."""
+        return list(self.cli_json("key", "list")["pending"])
+
+    def accept(self, *agent_ids: str) -> None:
+        """Wait for each agent's key to be pending, accept it, and wait until the agent answers a ping."""
+        for agent_id in agent_ids:
+            wait_until(lambda a=agent_id: a in self.pending(), what=f"{agent_id}'s key to be pending")
+            self.cli("key", "accept", agent_id)
+        self.wait_answering(*agent_ids)
+
+    def wait_answering(self, *agent_ids: str, timeout: float = 20.0) -> None:
+        """Wait until every agent answers test.ping."""
+        def answered() -> bool:
+            result = self.cli("run", "-L", ",".join(agent_ids), "test.ping", "--json", "--timeout", "1", check=False)
+            try:
+                return set(json.loads(result.stdout or "{}")) == set(agent_ids)
+            except json.JSONDecodeError:
+                return False
+        wait_until(answered, timeout=timeout, interval=0.2, what=f"{agent_ids} to answer test.ping")
+
+    def start_agents(self, *agent_ids: str, **settings: Any) -> None:
+        """Start agents and accept them."""
+        for agent_id in agent_ids:
+            self.start_agent(agent_id, **settings)
+        self.accept(*agent_ids)
+
+    def stop(self) -> dict[str, int]:
+        """Stop every daemon with SIGTERM; return their exit codes by name."""
+        codes = {name: d.stop() for name, d in self.agents.items()}
+        codes["master"] = self.master.stop()
+        return codes
+
+
