@@ -170,6 +170,8 @@ class Agent:
                 if failures == 1:
                     log.warning("master stopped answering heartbeats (%s)", exc)
                 await self.channel.reset()
+                # A master that lost our key answers no heartbeat, but it does answer a hello.
+                self._reauth.set()
                 continue
             if failures:
                 log.info("master answering again after %d missed heartbeats", failures)

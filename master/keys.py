@@ -14,7 +14,7 @@ import logging
 from saltmarsh.pki.errors import KeyConflict
 from saltmarsh.pki.ids import validate_agent_id
 from saltmarsh.pki.keystore import AgentKey, KeyState, KeyStore
-from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Welcome
+from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Refused, Welcome
 from saltmarsh.protocol.tags import key_tag
 
 from .errors import CommandError
@@ -99,6 +99,7 @@ class KeyManager:
     async def reject(self, agent_id: str) -> None:
         """Reject a key; an accepted agent is cut off from the next job."""
         was = self._require(agent_id).state
+        await self._push_refusal(agent_id, "key rejected")
         self._set_state(agent_id, KeyState.REJECTED)
         self._presence.mark_down(agent_id, "key rejected")
         if was is KeyState.ACCEPTED:
@@ -107,6 +108,7 @@ class KeyManager:
     async def delete(self, agent_id: str) -> None:
         """Delete a key; an accepted agent is cut off from the next job."""
         record = self._require(agent_id)
+        await self._push_refusal(agent_id, "key deleted")
         self._store.delete(agent_id)
         self._presence.forget(agent_id)
         log.info("key of %s deleted", agent_id)
@@ -135,6 +137,14 @@ class KeyManager:
         self._sessions.rotate()
         for agent_id in self._presence.up_agents():
             await self._push(agent_id)
+
+    async def _push_refusal(self, agent_id: str, reason: str) -> None:
+        # Tell a cut-off agent at once, while we still know its key; it then submits its key
+        # again (and waits as pending) instead of heartbeating into silence.
+        routing_id = self._presence.routing_id(agent_id)
+        key = self._store.accepted_key(agent_id)
+        if routing_id is not None and key is not None:
+            await self._channel.send(routing_id, key, Refused(reason=reason))
 
     async def _push(self, agent_id: str) -> None:
         routing_id = self._presence.routing_id(agent_id)

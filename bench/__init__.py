@@ -1,0 +1,1 @@
+"""Benchmarks, each a command (``python -m bench.NAME``) that prints its figures beside Salt's."""

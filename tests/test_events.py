@@ -1,0 +1,109 @@
+"""The event bus: tags raised by keys, agents and jobs; agents' own events; subscriptions by prefix and glob."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from saltmarsh.master.client import MasterClient
+from saltmarsh.master.eventbus import Event
+
+from .cluster import BIN, Cluster
+
+# A subscriber started as a separate process is live once it has its reply; tests give it this
+# long before raising the events it must see.
+SUBSCRIBE_GRACE = 0.7
+
+
+def _stream(cluster: Cluster, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(BIN / "saltmarsh"), "-c", str(cluster.master_dir), "events", "--json", *args],
+        stdout=subprocess.PIPE, text=True,
+    )
+
+
+def _tags(proc: subprocess.Popen[str], timeout: float = 20) -> list[str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return [json.loads(line)["tag"] for line in out.splitlines()]
+
+
+def test_key_agent_and_job_events_stream_in_order(cluster: Cluster) -> None:
+    watcher = _stream(cluster, "saltmarsh/", "--idle-timeout", "3")
+    time.sleep(SUBSCRIBE_GRACE)
+    cluster.start_agents("hv1")
+    jid = cluster.cli_json("job", "list")[0]["jid"]
+    cluster.cli("key", "delete", "hv1")
+    tags = [t for t in _tags(watcher) if not t.endswith("/heartbeat")]
+    expected = [
+        "saltmarsh/key/hv1/pending",
+        "saltmarsh/key/hv1/accepted",
+        "saltmarsh/agent/hv1/up",
+        f"saltmarsh/job/{jid}/new",
+        f"saltmarsh/job/{jid}/ret/hv1",
+        "saltmarsh/agent/hv1/down",
+        "saltmarsh/key/hv1/deleted",
+    ]
+    positions = [tags.index(t) for t in expected]
+    assert positions == sorted(positions), tags
+
+
+def test_glob_subscription_and_count(cluster: Cluster) -> None:
+    cluster.start_agents("hv1", "hv2")
+    watcher = _stream(cluster, "saltmarsh/job/*/ret/*", "--count", "2")
+    time.sleep(SUBSCRIBE_GRACE)
+    cluster.cli("run", "*", "test.ping")
+    tags = _tags(watcher)
+    assert len(tags) == 2 and all("/ret/" in t for t in tags)
+    assert {t.rsplit("/", 1)[1] for t in tags} == {"hv1", "hv2"}
+
+
+def test_agent_fires_its_own_events_but_not_the_masters(cluster: Cluster) -> None:
+    cluster.start_agents("hv1")
+    received: list[Event] = []
+    with MasterClient.from_config_dir(cluster.master_dir) as client:
+        ready = threading.Event()
+
+        def listen() -> None:
+            with MasterClient.from_config_dir(cluster.master_dir) as listener:
+                ready.set()
+                for event in listener.events("", idle_timeout=3):
+                    received.append(event)
+
+        thread = threading.Thread(target=listen)
+        thread.start()
+        ready.wait()
+        time.sleep(SUBSCRIBE_GRACE)
+        assert client.call("master.ping")["fingerprint"]
+    cluster.cli("run", "hv1", "event.send", "app/deploy/done", '{"version": 3}')
+    cluster.cli("run", "hv1", "event.send", "saltmarsh/agent/hv1/custom/thing", "1")
+    cluster.cli("run", "hv1", "event.send", "saltmarsh/job/20250101000000000000/ret/hv2", "forged")
+    cluster.cli("run", "hv1", "event.send", "saltmarsh/agent/hv2/down", "forged")
+    thread.join(timeout=20)
+    by_tag = {e.tag: e for e in received}
+    assert by_tag["app/deploy/done"].data == {"version": 3} and by_tag["app/deploy/done"].agent == "hv1"
+    assert "saltmarsh/agent/hv1/custom/thing" in by_tag
+    assert "saltmarsh/job/20250101000000000000/ret/hv2" not in by_tag
+    assert "saltmarsh/agent/hv2/down" not in by_tag
+    log = cluster.master.log()
+    assert "refused event from hv1: tag 'saltmarsh/job/20250101000000000000/ret/hv2'" in log
+    assert "refused event from hv1: tag 'saltmarsh/agent/hv2/down'" in log
+
+
+def test_many_events_all_arrive_in_batches(cluster: Cluster) -> None:
+    cluster.start_agents("hv1")
+    watcher = _stream(cluster, "bulk/", "--count", "5000")
+    time.sleep(SUBSCRIBE_GRACE)
+    assert cluster.cli_json("run", "hv1", "test.fire_events", "5000", "tag=bulk/e") == {"hv1": 5000}
+    out, _ = watcher.communicate(timeout=30)
+    numbers = [json.loads(line)["data"]["n"] for line in out.splitlines()]
+    assert sorted(numbers) == list(range(5000))
+
+
+def test_control_socket_permissions_are_the_access_control(cluster: Cluster) -> None:
+    sock = cluster.control_socket
+    assert oct(sock.stat().st_mode & 0o777) == "0o600"
+    assert oct(sock.parent.stat().st_mode & 0o777) == "0o700"
+    assert oct(Path(cluster.master_dir / "state" / "pki" / "master.key").stat().st_mode & 0o777) == "0o600"
