@@ -97,7 +97,8 @@ class JobCache:
         row = self._db.execute("SELECT * FROM jobs WHERE jid = ?", (jid,)).fetchone()
         if row is None:
             return None
-        expected = [r[0] for r in self._db.execute("SELECT agent_id FROM expected WHERE jid = ? ORDER BY agent_id", (jid,))]
+        rows = self._db.execute("SELECT agent_id FROM expected WHERE jid = ? ORDER BY agent_id", (jid,))
+        expected = [r[0] for r in rows]
         return JobRecord(_job_from_row(row), row[6], expected)
 
     def returns(self, jid: str) -> dict[str, JobReturn]:
@@ -142,7 +143,9 @@ class JobCache:
         """Update last_seen of many agents in one transaction."""
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany("UPDATE agents SET last_seen = ? WHERE agent_id = ?", [(t, a) for a, t in seen.items()])
+            self._db.executemany(
+                "UPDATE agents SET last_seen = ? WHERE agent_id = ?", [(t, a) for a, t in seen.items()]
+            )
 
     def forget_agent(self, agent_id: str) -> None:
         """Drop an agent's presence record (its key was deleted)."""

@@ -25,7 +25,9 @@ log = logging.getLogger(__name__)
 class JobRouter:
     """Creates jobs for targets and records what comes back."""
 
-    def __init__(self, cache: JobCache, bus: EventBus, publisher: Publisher, presence: Presence, keys: KeyManager) -> None:
+    def __init__(
+        self, cache: JobCache, bus: EventBus, publisher: Publisher, presence: Presence, keys: KeyManager
+    ) -> None:
         self._cache = cache
         self._bus = bus
         self._publisher = publisher
@@ -40,7 +42,9 @@ class JobRouter:
             if matches(target, agent_id, self._presence.labels(agent_id))
         ]
 
-    def prepare(self, fun: str, target: Target, args: list[Any], kwargs: dict[str, Any], timeout: float) -> tuple[Job, list[str]]:
+    def prepare(
+        self, fun: str, target: Target, args: list[Any], kwargs: dict[str, Any], timeout: float
+    ) -> tuple[Job, list[str]]:
         """Build a job and its expected agents; CommandError if nobody matches."""
         expected = self.expected_agents(target)
         if not expected:

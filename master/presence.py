@@ -146,6 +146,6 @@ class Presence:
             if not state.up:
                 return  # only routing noted: not yet an agent that connected
             state.first_seen = state.last_seen
-        self._cache.save_agent(
-            AgentRecord(state.agent_id, state.labels, state.version, state.first_seen, state.last_seen, state.down_since)
-        )
+        self._cache.save_agent(AgentRecord(
+            state.agent_id, state.labels, state.version, state.first_seen, state.last_seen, state.down_since
+        ))

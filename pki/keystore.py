@@ -19,7 +19,7 @@ from .ids import validate_agent_id
 from .keys import decode_public_key, encode_public_key, fingerprint
 
 
-class KeyState(str, enum.Enum):
+class KeyState(enum.StrEnum):
     """Where an agent key stands."""
 
     PENDING = "pending"

@@ -160,7 +160,9 @@ class Cluster:
             capture_output=True, text=True, timeout=timeout,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"saltmarsh {' '.join(args)} exited {result.returncode}: {result.stderr}{result.stdout}")
+            raise AssertionError(
+                f"saltmarsh {' '.join(args)} exited {result.returncode}: {result.stderr}{result.stdout}"
+            )
         return result
 
     def cli_json(self, *args: str) -> Any:
