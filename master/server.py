@@ -34,6 +34,7 @@ class Master:
     def __init__(self, config: MasterConfig) -> None:
         self.config = config
         config.root_dir.mkdir(parents=True, exist_ok=True)
+        config.root_dir.chmod(0o700)  # keys, the session key and the job cache live here
         self.identity = Identity.load_or_create(config.key_path)
         self.bus = EventBus()
         self.cache = JobCache(config.job_cache_path)
