@@ -22,6 +22,7 @@ from .functions import FunctionContext
 from .outbox import EventOutbox, ReturnOutbox
 from .subscriber import JobSubscriber
 from .trust import MasterTrust
+from .virt.host import LibvirtHost
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,9 @@ class Agent:
         log.info("agent %s (key %s) connecting to %s", cfg.agent_id, self.identity.fingerprint, cfg.master)
         self.events = EventOutbox(asyncio.get_running_loop())
         self.returns = ReturnOutbox()
-        ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), cfg.libvirt_uri, VERSION, self.events.fire_threadsafe)
+        self.libvirt = LibvirtHost(cfg.libvirt_uri)
+        ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
+                              self.libvirt, cfg.virt)
         self.executor = Executor(ctx, cfg.worker_threads, self.returns)
         self.channel = RequestClient(
             self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,
@@ -79,6 +82,7 @@ class Agent:
     async def close(self) -> None:
         """Close sockets and the worker pool."""
         self.executor.shutdown()
+        self.libvirt.close()
         self.subscriber.close()
         await self.channel.close()
         self._zmq.term()

@@ -15,6 +15,8 @@ from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_
 from saltmarsh.protocol.errors import ConfigError
 from saltmarsh.protocol.limits import Limits
 
+from .virt.profiles import VirtConfig, VirtFile
+
 DEFAULT_CONFIG_DIR = Path("/etc/saltmarsh")
 CONFIG_FILE = "agent.yaml"
 
@@ -36,6 +38,7 @@ class AgentFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     request_timeout_seconds: PositiveSeconds = 10.0
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=4096)] = Limits.max_frame
     freshness_seconds: PositiveSeconds = Limits.freshness_seconds
+    virt: VirtFile = msgspec.field(default_factory=VirtFile)
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class AgentConfig:
     auth_retry_seconds: float
     request_timeout_seconds: float
     limits: Limits
+    virt: VirtConfig
 
     @property
     def key_path(self) -> Path:
@@ -73,6 +77,7 @@ def load_agent_config(config_dir: Path) -> AgentConfig:
     path = config_dir / CONFIG_FILE
     raw = load_yaml_config(path, AgentFile)
     agent_id = raw.id or socket.gethostname()
+    root_dir = resolve_dir(config_dir, raw.root_dir)
     try:
         validate_agent_id(agent_id)
     except InvalidAgentId as exc:
@@ -87,10 +92,11 @@ def load_agent_config(config_dir: Path) -> AgentConfig:
         master_fingerprint=fingerprint,
         labels=dict(raw.labels),
         libvirt_uri=raw.libvirt_uri,
-        root_dir=resolve_dir(config_dir, raw.root_dir),
+        root_dir=root_dir,
         log_level=raw.log_level,
         worker_threads=raw.worker_threads,
         auth_retry_seconds=raw.auth_retry_seconds,
         request_timeout_seconds=raw.request_timeout_seconds,
         limits=Limits(max_frame=raw.max_frame_bytes, freshness_seconds=raw.freshness_seconds),
+        virt=VirtConfig.from_file(raw.virt, lambda value: resolve_dir(config_dir, value), root_dir),
     )

@@ -5,7 +5,10 @@
     ├── MasterUnavailable      no reply from the master within the request timeout
     ├── NotAuthenticated       the master refused us (key not accepted) or we hold no session key
     └── FunctionError          a job's function could not run: unknown function, bad arguments
-        └── LibvirtFailure     libvirt refused a call (what, which object, libvirt's message)
+        ├── LibvirtFailure     libvirt refused a call (what, which VM, libvirt's message)
+        ├── VmNotFound         no VM of that name on this hypervisor
+        ├── VmConflict         a VM of that name already exists
+        └── InvalidSpec        a VM spec that does not validate
 
 Config errors are saltmarsh.protocol.errors.ConfigError; protocol errors are
 caught where frames arrive and logged.
@@ -35,4 +38,20 @@ class FunctionError(AgentError):
 
 
 class LibvirtFailure(FunctionError):
-    """Raised when libvirt refuses a call; carries libvirt's own message."""
+    """Raised when libvirt refuses a call: what we tried, on which VM, and libvirt's own message."""
+
+    def __init__(self, what: str, message: str, vm: str = "") -> None:
+        self.what, self.vm, self.libvirt_message = what, vm, message
+        super().__init__(f"{what} {vm}: {message}" if vm else f"{what}: {message}")
+
+
+class VmNotFound(FunctionError):
+    """Raised when a job names a VM this hypervisor does not have."""
+
+
+class VmConflict(FunctionError):
+    """Raised when a VM to be created already exists here."""
+
+
+class InvalidSpec(FunctionError):
+    """Raised when a VM spec (name, sizes, profiles, image) does not validate."""

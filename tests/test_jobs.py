@@ -122,4 +122,4 @@ def test_host_info_reports_libvirt_node(cluster: Cluster) -> None:
 def test_host_info_without_libvirt_still_answers(cluster: Cluster) -> None:
     cluster.start_agents("hv1", libvirt_uri="test:///nonexistent/file.xml")
     info = cluster.cli_json("run", "hv1", "host.info")["hv1"]
-    assert info["libvirt"]["available"] is False and "cannot open" in info["libvirt"]["error"]
+    assert info["libvirt"]["available"] is False and "open test:///nonexistent/file.xml" in info["libvirt"]["error"]

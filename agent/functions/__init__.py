@@ -13,19 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FunctionError
+from ..virt.host import LibvirtHost
+from ..virt.profiles import VirtConfig
 
 EventSink = Callable[[str, Any], None]
 
 
 @dataclass(frozen=True)
 class FunctionContext:
-    """What a function may use: who we are and how to fire an event."""
+    """What a function may use: who we are, libvirt, the virt settings, and how to fire an event."""
 
     agent_id: str
     labels: dict[str, str]
-    libvirt_uri: str
     version: str
     fire_event: EventSink
+    libvirt: LibvirtHost
+    virt: VirtConfig
 
 
 Function = Callable[..., Any]
@@ -65,3 +68,4 @@ def usage(name: str) -> str:
 def load_all() -> None:
     """Import every function module so that its functions register."""
     from . import event, host, system, testing  # noqa: F401
+    from ..virt import create, inventory, lifecycle, networks, snapshots  # noqa: F401

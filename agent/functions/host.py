@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LibvirtFailure
-from ..libvirt_conn import libvirt_connection
+from ..virt.host import LibvirtHost
 from . import FunctionContext, function
 
 
@@ -30,9 +30,10 @@ def _os_release() -> str:
     return platform.platform()
 
 
-def _libvirt_node(uri: str) -> dict[str, Any]:
+def _libvirt_node(host: LibvirtHost) -> dict[str, Any]:
+    uri = host.uri
     try:
-        with libvirt_connection(uri) as conn:
+        with host.call("node info") as conn:
             model, memory_mib, cpus, mhz, nodes, sockets, cores, threads = conn.getInfo()
             return {
                 "uri": uri, "available": True, "hostname": conn.getHostname(), "driver": conn.getType(),
@@ -56,5 +57,5 @@ def info(ctx: FunctionContext) -> dict[str, Any]:
         "kernel": platform.release(),
         "labels": ctx.labels,
         "agent_version": ctx.version,
-        "libvirt": _libvirt_node(ctx.libvirt_uri),
+        "libvirt": _libvirt_node(ctx.libvirt),
     }
