@@ -22,6 +22,7 @@ from .functions import FunctionContext
 from .outbox import EventOutbox, ReturnOutbox
 from .subscriber import JobSubscriber
 from .trust import MasterTrust
+from .virt.events import DomainEventWatcher, start_event_loop
 from .virt.host import LibvirtHost
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,10 @@ class Agent:
         log.info("agent %s (key %s) connecting to %s", cfg.agent_id, self.identity.fingerprint, cfg.master)
         self.events = EventOutbox(asyncio.get_running_loop())
         self.returns = ReturnOutbox()
+        start_event_loop()  # before the first libvirt connection, or it delivers no events
         self.libvirt = LibvirtHost(cfg.libvirt_uri)
+        self.watcher = DomainEventWatcher(self.libvirt, cfg.agent_id, self.events.fire_threadsafe)
+        self.watcher.start()
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
                               self.libvirt, cfg.virt)
         self.executor = Executor(ctx, cfg.worker_threads, self.returns)
@@ -82,6 +86,7 @@ class Agent:
     async def close(self) -> None:
         """Close sockets and the worker pool."""
         self.executor.shutdown()
+        self.watcher.stop()
         self.libvirt.close()
         self.subscriber.close()
         await self.channel.close()
@@ -141,6 +146,8 @@ class Agent:
         if not self.accepted.is_set():
             log.info("accepted by the master; ready for jobs")
             self._beat_now.set()  # tell the master at once that we are up
+            # A full inventory on every (re)acceptance keeps the master's view of this host fresh.
+            asyncio.get_running_loop().run_in_executor(None, self.watcher.push_inventory)
         self.subscriber.set_session(SessionKey(welcome.session_key))
         self.accepted.set()
         return True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import LibvirtFailure, VmNotFound
@@ -25,6 +25,16 @@ class LibvirtHost:
         self.uri = uri
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._open_hooks: list[Callable[[Any], None]] = []
+
+    def on_open(self, hook: Callable[[Any], None]) -> None:
+        """Call ``hook(conn)`` on every newly opened connection (event registration)."""
+        self._open_hooks.append(hook)
+
+    def forget(self) -> None:
+        """Drop a connection libvirt told us is closed; the next call opens a new one."""
+        with self._lock:
+            self._conn = None
 
     def __enter__(self) -> LibvirtHost:
         return self
@@ -45,6 +55,11 @@ class LibvirtHost:
             except libvirt.libvirtError as exc:
                 raise LibvirtFailure(f"open {self.uri}", exc.get_error_message()) from exc
             log.info("libvirt connection to %s open", self.uri)
+            for hook in self._open_hooks:
+                try:
+                    hook(self._conn)
+                except libvirt.libvirtError as exc:
+                    log.warning("libvirt connection hook failed: %s", exc.get_error_message())
             return self._conn
 
     @staticmethod

@@ -1,0 +1,81 @@
+"""Fixtures for integration tests against a real system libvirtd + QEMU (see tests/realvirt.py).
+
+Tests here skip only where neither root nor /dev/kvm is available; any other failure to start libvirtd
+is a test error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from ..realvirt import TEST_PREFIX, RealLibvirtd, blank_qcow2, make_image_dir, remove_image_dir
+
+if TYPE_CHECKING:
+    import libvirt
+
+
+class RealVirt:
+    """What the ``real_libvirtd`` fixture yields."""
+
+    def __init__(self, daemon: RealLibvirtd) -> None:
+        self.daemon = daemon
+        self.uri = daemon.uri  # "qemu:///system"
+        self.domain_type = daemon.domain_type  # "kvm" when QEMU can use /dev/kvm, else "qemu" (TCG)
+        self.prefix = TEST_PREFIX  # name test domains with it: whatever is left is removed at the end
+        self._image_dirs: list[Path] = []
+
+    def open(self) -> libvirt.virConnect:
+        """A new connection; the caller closes it."""
+        return self.daemon.open()
+
+    def connection(self) -> contextlib.AbstractContextManager[libvirt.virConnect]:
+        """A context manager yielding a connection, closed on exit."""
+        return self.daemon.connection()
+
+    def image_dir(self) -> Path:
+        """A fresh directory under /var/lib/libvirt/images readable by QEMU; removed at session end."""
+        path = make_image_dir()
+        self._image_dirs.append(path)
+        return path
+
+    @staticmethod
+    def blank_qcow2(path: Path | str, size: str = "64M") -> Path:
+        return blank_qcow2(path, size)
+
+    def cleanup(self) -> None:
+        self.daemon.remove_test_domains(self.prefix)
+        for path in self._image_dirs:
+            remove_image_dir(path)
+        self._image_dirs.clear()
+
+
+@pytest.fixture(scope="session")
+def real_libvirtd() -> Iterator[RealVirt]:
+    """A real libvirtd at qemu:///system, started for the session unless one was already running."""
+    reason = RealLibvirtd.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    daemon = RealLibvirtd().start()  # LibvirtdError here is a test error, not a skip
+    rv = RealVirt(daemon)
+    try:
+        yield rv
+    finally:
+        try:
+            rv.cleanup()
+        finally:
+            daemon.stop()
+
+
+@pytest.fixture
+def image_dir(real_libvirtd: RealVirt) -> Iterator[Path]:
+    """A per-test directory for disk images that QEMU can read; removed after the test."""
+    path = make_image_dir()
+    try:
+        yield path
+    finally:
+        remove_image_dir(path)
