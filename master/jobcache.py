@@ -8,8 +8,10 @@ Blobs are msgpack.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,10 +69,21 @@ class JobCache:
         """Close the database."""
         self._db.close()
 
-    def add_job(self, job: Job, expected: list[str]) -> None:
-        """Record a job and the agents expected to answer it, in one transaction."""
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for other stores that keep their tables in the same file (the inventory)."""
+        return self._db
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic transaction (the connection autocommits otherwise)."""
         with self._db:
             self._db.execute("BEGIN")
+            yield self._db
+
+    def add_job(self, job: Job, expected: list[str]) -> None:
+        """Record a job and the agents expected to answer it, in one transaction."""
+        with self.transaction():
             self._db.execute(
                 "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (job.jid, job.fun, encode(job.target), encode(job.args), encode(job.kwargs),
@@ -82,8 +95,7 @@ class JobCache:
         """Store returns; give back those that were new (a duplicate (jid, agent) is ignored)."""
         fresh: list[JobReturn] = []
         now = time.time()
-        with self._db:
-            self._db.execute("BEGIN")
+        with self.transaction():
             for ret in returns:
                 cursor = self._db.execute(
                     "INSERT OR IGNORE INTO returns VALUES (?, ?, ?, ?)", (ret.jid, agent_id, encode(ret), now)
@@ -124,8 +136,7 @@ class JobCache:
     def purge_older_than(self, hours: float) -> int:
         """Delete jobs (and their returns) older than ``hours``; return how many jobs went."""
         cutoff = time.time() - hours * 3600
-        with self._db:
-            self._db.execute("BEGIN")
+        with self.transaction():
             old = [r[0] for r in self._db.execute("SELECT jid FROM jobs WHERE created < ?", (cutoff,))]
             for table in ("returns", "expected", "jobs"):
                 self._db.executemany(f"DELETE FROM {table} WHERE jid = ?", [(j,) for j in old])
@@ -141,8 +152,7 @@ class JobCache:
 
     def save_last_seen(self, seen: dict[str, float]) -> None:
         """Update last_seen of many agents in one transaction."""
-        with self._db:
-            self._db.execute("BEGIN")
+        with self.transaction():
             self._db.executemany(
                 "UPDATE agents SET last_seen = ? WHERE agent_id = ?", [(t, a) for a, t in seen.items()]
             )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -12,7 +14,7 @@ from saltmarsh.protocol.tags import job_new_tag, job_ret_tag
 from saltmarsh.protocol.targeting import describe, matches
 
 from .errors import CommandError
-from .eventbus import EventBus
+from .eventbus import Event, EventBus
 from .jobcache import JobCache
 from .keys import KeyManager
 from .presence import Presence
@@ -67,6 +69,28 @@ class JobRouter:
         for ret in self._cache.add_returns(req.agent_id, req.body.returns):
             self._bus.fire(job_ret_tag(ret.jid, req.agent_id), return_data(req.agent_id, ret), agent=req.agent_id)
         return Ack(jids=[r.jid for r in req.body.returns])
+
+    async def run_and_wait(
+        self, target: Target, fun: str, kwargs: dict[str, Any], timeout: float
+    ) -> tuple[str, dict[str, dict[str, Any]]]:
+        """Run a job for the master's own use and wait for the returns (or the timeout)."""
+        job, expected = self.prepare(fun, target, [], kwargs, timeout)
+        returns: dict[str, dict[str, Any]] = {}
+        complete = asyncio.Event()
+
+        def collect(event: Event) -> None:
+            returns[event.data["id"]] = event.data
+            if set(expected) <= set(returns):
+                complete.set()
+
+        handle = self._bus.subscribe(f"saltmarsh/job/{job.jid}/ret/", collect)
+        try:
+            await self.submit(job, expected)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(complete.wait(), timeout)
+        finally:
+            self._bus.unsubscribe(handle)
+        return job.jid, returns
 
     def why_silent(self, jid: str) -> dict[str, str]:
         """For each expected agent that has not answered ``jid``, why."""

@@ -15,6 +15,9 @@ from saltmarsh.protocol.messages import Events, Heartbeat, Hello, Returns
 from .agent_events import AgentEventRelay
 from .config import MasterConfig
 from .control import ControlServer
+from .controller import Controller
+from .inventory import Inventory
+from .placement import Placement
 from .eventbus import EventBus
 from .jobcache import JobCache
 from .jobs import JobRouter
@@ -50,6 +53,13 @@ class Master:
         )
         self.jobs = JobRouter(self.cache, self.bus, self.publisher, self.presence, self.keys)
         self.relay = AgentEventRelay(self.bus, self.presence)
+        self.inventory = Inventory(self.cache)
+        placement = Placement(self.inventory, lambda a: bool((s := self.presence.get(a)) and s.up),
+                              self.presence.labels)
+        self.controller = Controller(self.inventory, placement, self.jobs, self.presence)
+        self.bus.subscribe("saltmarsh/virt/", self.inventory.on_event)
+        self.bus.subscribe("saltmarsh/agent/*/up", self.controller.on_agent_up)
+        self.bus.subscribe("saltmarsh/key/*/deleted", lambda e: self.inventory.forget(e.data["id"]))
         self.channel.on(Hello.KIND, self.keys.on_hello)
         self.channel.on(Heartbeat.KIND, self.keys.on_heartbeat)
         self.channel.on(Returns.KIND, self.jobs.on_returns)

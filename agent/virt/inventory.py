@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 from ..functions import FunctionContext, function
+from ..libvirt_conn import libvirt
 from .host import LibvirtHost
 from .spec import validate_name
 
@@ -103,12 +104,12 @@ def node_facts(host: LibvirtHost) -> dict[str, Any]:
 
 
 def free_resources(host: LibvirtHost, infos: list[dict[str, Any]] | None = None) -> dict[str, int]:
-    """Memory (MiB) and CPUs not committed to running VMs (Salt's freemem/freecpu, by commitment)."""
+    """Memory (MiB) and CPUs not given to running VMs (as Salt counts them: current memory, vCPUs)."""
     node = node_facts(host)
     if infos is None:
         infos = [domain_info(d) for d in _all(host)]
     active = [i for i in infos if i["state"] in ACTIVE_STATES]
-    return {"freemem": node["memory_mib"] - sum(i["memory_mib"] for i in active),
+    return {"freemem": node["memory_mib"] - sum(i["current_memory_mib"] for i in active),
             "freecpu": node["cpus"] - sum(i["cpu"] for i in active)}
 
 
@@ -191,9 +192,16 @@ def get_macs(ctx: FunctionContext, name: str) -> list[str]:
 
 
 @function("virt.get_graphics")
-def get_graphics(ctx: FunctionContext, name: str) -> dict[str, Any]:
-    """A VM's console: type, port, listen address."""
-    return vm_info(ctx, name)[name]["graphics"]  # type: ignore[no-any-return]
+def get_graphics(ctx: FunctionContext, name: str, secure: bool = False) -> dict[str, Any]:
+    """A VM's console: type, port, listen address (and its password with secure=True)."""
+    with ctx.libvirt.call("get graphics of", name) as conn:
+        dom = ctx.libvirt.domain(conn, validate_name(name))
+        root = ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE if secure else 0))
+    graphics = _graphics(root)
+    element = root.find("./devices/graphics")
+    if secure and element is not None and element.get("passwd"):
+        graphics["password"] = element.get("passwd")
+    return graphics
 
 
 @function("virt.get_xml")

@@ -1,0 +1,92 @@
+"""Cloud-controller commands: virt.host_info, virt.list, virt.query, virt.init, virt.op, host.maintenance."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from ..controller import InitRequest
+from . import CommandContext, command, parse_args
+
+
+class QueryArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """An optional VM name."""
+
+    name: str | None = None
+
+
+class InitArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """``virt init`` arguments."""
+
+    name: str
+    cpus: int
+    memory_mib: int
+    image: str | None = None
+    host: str | None = None
+    labels: dict[str, str] = {}
+    nic_profile: str = "default"
+    disk_profile: str = "default"
+    enable_qcow: bool = False
+    enable_vnc: bool = False
+    seed: bool = False
+    dry_run: bool = False
+    timeout: float = 600.0
+
+
+class OpArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """An operation on one VM by name."""
+
+    op: str
+    name: str
+    timeout: float = 120.0
+
+
+class MaintenanceArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """Maintenance on or off for one hypervisor."""
+
+    host: str
+    state: Literal["on", "off"]
+
+
+@command("virt.host_info")
+async def host_info(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Every hypervisor: node facts, free memory and CPUs, VM count, up, maintenance."""
+    return ctx.master.controller.host_info()
+
+
+@command("virt.list")
+async def list_vms(ctx: CommandContext, args: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """{hypervisor: {vm: state}} from the inventory."""
+    return ctx.master.controller.list_vms()
+
+
+@command("virt.query")
+async def query(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Per hypervisor and VM: CPU, memory, state, graphics, disks, NICs (one VM if named)."""
+    return ctx.master.controller.query(parse_args(args, QueryArgs).name)
+
+
+@command("virt.init")
+async def init(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Place (or use --host) and create a VM; dry_run explains the placement only."""
+    a = parse_args(args, InitArgs)
+    options = {"nic_profile": a.nic_profile, "disk_profile": a.disk_profile, "enable_qcow": a.enable_qcow,
+               "enable_vnc": a.enable_vnc, "seed": a.seed}
+    return await ctx.master.controller.init(
+        InitRequest(a.name, a.cpus, a.memory_mib, a.image, a.host, a.labels, options, a.dry_run, a.timeout)
+    )
+
+
+@command("virt.op")
+async def operate(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """start|shutdown|stop|reboot|reset|pause|resume|purge|info|vnc on the VM's own hypervisor."""
+    a = parse_args(args, OpArgs)
+    return await ctx.master.controller.operate(a.op, a.name, a.timeout)
+
+
+@command("host.maintenance")
+async def maintenance(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Put a hypervisor in or out of maintenance (placement skips it)."""
+    a = parse_args(args, MaintenanceArgs)
+    return ctx.master.controller.maintenance(a.host, a.state == "on")

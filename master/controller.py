@@ -1,0 +1,173 @@
+"""The cloud controller: host info, list, query, init with placement, and operations by VM name.
+
+Reads come from the inventory (no hypervisor is polled per call); writes are
+jobs sent to the one hypervisor that holds the VM, or that placement chose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from saltmarsh.protocol.messages import Target
+
+from .errors import CommandError
+from .eventbus import Event
+from .inventory import Hypervisor, Inventory
+from .jobs import JobRouter
+from .placement import Placement, Request
+from .presence import Presence
+
+log = logging.getLogger(__name__)
+
+VM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+OPERATIONS = {"start", "shutdown", "stop", "reboot", "reset", "pause", "resume", "purge"}
+RESYNC_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class InitRequest:
+    """``virt init`` as the operator asked for it."""
+
+    name: str
+    cpus: int
+    memory_mib: int
+    image: str | None = None
+    host: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # nic/disk profile, enable_qcow, enable_vnc, seed
+    dry_run: bool = False
+    timeout: float = 600.0
+
+
+class Controller:
+    """Answers the ``virt`` commands from the inventory and routes work to hypervisors."""
+
+    def __init__(self, inventory: Inventory, placement: Placement, jobs: JobRouter, presence: Presence) -> None:
+        self._inventory = inventory
+        self._placement = placement
+        self._jobs = jobs
+        self._presence = presence
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def on_agent_up(self, event: Event) -> None:
+        """An agent came up: ask it for a full snapshot so the inventory is never stale."""
+        agent_id = event.tag.split("/")[2]
+        task = asyncio.get_running_loop().create_task(self._resync(agent_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resync(self, agent_id: str) -> None:
+        try:
+            _jid, returns = await self._jobs.run_and_wait(
+                Target(kind="id", ids=[agent_id]), "virt.full_info", {}, RESYNC_TIMEOUT
+            )
+        except CommandError as exc:
+            log.info("no inventory resync for %s: %s", agent_id, exc)
+            return
+        ret = returns.get(agent_id)
+        if ret is None:
+            log.warning("inventory resync of %s: no answer within %.0f s", agent_id, RESYNC_TIMEOUT)
+        elif ret["success"]:
+            self._inventory.apply_snapshot(agent_id, {"available": True, **ret["result"]})
+        else:
+            self._inventory.apply_snapshot(agent_id, {"available": False, "error": ret["error"]["message"]})
+
+    def host_info(self) -> dict[str, Any]:
+        """Every hypervisor: node facts, free memory and CPUs, VM count, state."""
+        return {h.agent_id: self._host_summary(h) for h in self._inventory.hosts()}
+
+    def _host_summary(self, host: Hypervisor) -> dict[str, Any]:
+        return {"node_info": host.node, "freemem": host.freemem, "freecpu": host.freecpu, "vms": len(host.vms),
+                "up": self._is_up(host.agent_id), "libvirt": host.available, "maintenance": host.maintenance,
+                **({"error": host.error} if host.error else {})}
+
+    def list_vms(self) -> dict[str, dict[str, str]]:
+        """{hypervisor: {vm: state}}."""
+        return {h.agent_id: {n: v.get("state", "") for n, v in sorted(h.vms.items())} for h in self._inventory.hosts()}
+
+    def query(self, name: str | None = None) -> dict[str, Any]:
+        """Per hypervisor: free resources, node info and each VM's info (one VM if named)."""
+        result = {}
+        for host in self._inventory.hosts():
+            vms = {n: v for n, v in sorted(host.vms.items()) if name is None or n == name}
+            if name is not None and not vms:
+                continue
+            result[host.agent_id] = {"freecpu": host.freecpu, "freemem": host.freemem, "node_info": host.node,
+                                     "vm_info": vms}
+        if name is not None and not result:
+            raise CommandError(f"no VM named {name!r} on any hypervisor")
+        return result
+
+    def maintenance(self, agent_id: str, on: bool) -> dict[str, Any]:
+        """Put a hypervisor in or out of maintenance."""
+        if self._inventory.get(agent_id) is None:
+            raise CommandError(f"no hypervisor {agent_id!r} in the inventory")
+        host = self._inventory.set_maintenance(agent_id, on)
+        return {"host": agent_id, "maintenance": host.maintenance}
+
+    async def init(self, request: InitRequest) -> dict[str, Any]:
+        """Place and create a VM; --dry-run only explains the placement."""
+        if not VM_NAME.fullmatch(request.name):
+            raise CommandError(f"invalid VM name {request.name!r}: letters, digits, . _ - (at most 64)")
+        holders = self._inventory.locate(request.name)
+        if holders:
+            raise CommandError(f"a VM named {request.name!r} already exists on {', '.join(holders)}")
+        wanted = Request(request.name, request.cpus, request.memory_mib, request.labels, request.host)
+        decision = self._placement.decide(wanted) if request.dry_run else self._placement.reserve(wanted)
+        if request.dry_run:
+            return {"dry_run": True, **decision.as_dict()}
+        if decision.choice is None:
+            reasons = "; ".join(f"{c.host}: {c.dropped}" for c in decision.candidates) or "no hypervisors known"
+            raise CommandError(f"no hypervisor can hold {request.name} ({reasons})")
+        host = decision.choice
+        try:
+            ret = await self._run(host, "virt.init", {"name": request.name, "cpus": request.cpus,
+                                                      "memory_mib": request.memory_mib, "image": request.image,
+                                                      **request.options}, request.timeout, request.name)
+        finally:
+            self._placement.release(host, request.name)
+        self._inventory.apply_domain_info(host, request.name, ret)
+        return {"host": host, "vm": ret, **decision.as_dict()}
+
+    async def operate(self, operation: str, name: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Run a lifecycle operation (or info/vnc) on the hypervisor that holds ``name``."""
+        host = self.holder(name)
+        if operation in OPERATIONS:
+            result = await self._run(host, f"virt.{operation}", {"name": name}, timeout, name)
+        elif operation == "info":
+            result = (await self._run(host, "virt.vm_info", {"name": name}, timeout, name))[name]
+        elif operation == "vnc":
+            result = await self._run(host, "virt.get_graphics", {"name": name, "secure": True}, timeout, name)
+        else:
+            raise CommandError(f"unknown operation {operation!r}")
+        return {"host": host, "vm": name, "result": result}
+
+    def holder(self, name: str) -> str:
+        """The one hypervisor holding ``name``; CommandError if none, several, or it is offline."""
+        holders = self._inventory.locate(name)
+        if not holders:
+            raise CommandError(f"no VM named {name!r} on any hypervisor")
+        if len(holders) > 1:
+            raise CommandError(f"VM name {name!r} is ambiguous: it exists on {', '.join(holders)}")
+        host = holders[0]
+        if not self._is_up(host):
+            raise CommandError(f"hypervisor {host} holding {name} is unreachable: {self._presence.why_silent(host)}")
+        return host
+
+    async def _run(self, host: str, fun: str, kwargs: dict[str, Any], timeout: float, vm: str) -> Any:
+        _jid, returns = await self._jobs.run_and_wait(Target(kind="id", ids=[host]), fun, kwargs, timeout)
+        ret = returns.get(host)
+        if ret is None:
+            raise CommandError(f"hypervisor {host} did not answer {fun} {vm} within {timeout:.0f} s")
+        if not ret["success"]:
+            error = ret.get("error") or {}
+            raise CommandError(f"{fun} {vm} on {host} failed: {error.get('type', 'Error')}: {error.get('message', '')}")
+        return ret["result"]
+
+    def _is_up(self, agent_id: str) -> bool:
+        state = self._presence.get(agent_id)
+        return bool(state and state.up)
