@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -203,3 +204,41 @@ class Cluster:
         return codes
 
 
+
+
+class EventRecorder:
+    """Records the master's events matching a pattern, in a thread, through the Python API.
+
+    ``ready(agent)`` makes ``agent`` fire probe events until one is recorded, so a test knows the
+    subscription is live before it acts. Recording ends after ``idle_timeout`` seconds without events.
+    """
+
+    def __init__(self, cluster: Cluster, pattern: str, idle_timeout: float = 5.0) -> None:
+        from saltmarsh.master.client import MasterClient
+
+        self.events: list[Any] = []
+        self._cluster = cluster
+        self._pattern = pattern
+        self._client = MasterClient.from_config_dir(cluster.master_dir)
+        self._thread = threading.Thread(target=self._record, args=(idle_timeout,), daemon=True)
+        self._thread.start()
+
+    def _record(self, idle_timeout: float) -> None:
+        for event in self._client.events(self._pattern, idle_timeout=idle_timeout):
+            self.events.append(event)
+
+    def ready(self, agent_id: str, probe: str) -> None:
+        """Block until ``agent_id`` has fired ``probe`` (a tag under the pattern) and it was recorded."""
+        def seen() -> bool:
+            self._cluster.cli("run", agent_id, "event.send", probe, "1")
+            return any(e.tag == probe for e in self.events)
+        wait_until(seen, timeout=15, interval=0.2, what="the event subscription to be live")
+
+    def tags(self) -> list[str]:
+        """Tags recorded so far."""
+        return [e.tag for e in self.events]
+
+    def close(self) -> None:
+        """Wait for recording to end (idle timeout) and close the client."""
+        self._thread.join(timeout=60)
+        self._client.close()
