@@ -24,6 +24,7 @@ from .subscriber import JobSubscriber
 from .trust import MasterTrust
 from .virt.events import DomainEventWatcher, start_event_loop
 from .virt.host import LibvirtHost
+from .virt.images import ImageCache
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,12 @@ class Agent:
         self.libvirt = LibvirtHost(cfg.libvirt_uri)
         self.watcher = DomainEventWatcher(self.libvirt, cfg.agent_id, self.events.fire_threadsafe)
         self.watcher.start()
+        loop = asyncio.get_running_loop()
+        images = ImageCache(cfg.virt.images_dir, cfg.agent_id,
+                            lambda message, timeout: asyncio.run_coroutine_threadsafe(self.send(message, timeout), loop),
+                            self.events.fire_threadsafe)
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
-                              self.libvirt, cfg.virt)
+                              self.libvirt, cfg.virt, images)
         self.executor = Executor(ctx, cfg.worker_threads, self.returns)
         self.channel = RequestClient(
             self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,
@@ -92,9 +97,9 @@ class Agent:
         await self.channel.close()
         self._zmq.term()
 
-    async def send(self, message: Message) -> Message:
+    async def send(self, message: Message, timeout: float | None = None) -> Message:
         """Send a request over the authenticated channel; NotAuthenticated if the master refuses us."""
-        reply = await self.channel.request(message, self.config.request_timeout_seconds)
+        reply = await self.channel.request(message, timeout or self.config.request_timeout_seconds)
         if isinstance(reply, Refused):
             self._lost_acceptance(reply.reason)
             raise NotAuthenticated(f"master refused {message.KIND}: {reply.reason}")

@@ -28,6 +28,7 @@ class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     heartbeat_seconds: PositiveSeconds = 10.0
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=4096)] = Limits.max_frame
     freshness_seconds: PositiveSeconds = Limits.freshness_seconds
+    file_roots: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class MasterConfig:
     log_level: str
     heartbeat_seconds: float
     limits: Limits
+    file_roots: list[Path]
 
     @property
     def control_dir(self) -> Path:
@@ -90,4 +92,5 @@ def load_master_config(config_dir: Path) -> MasterConfig:
         log_level=raw.log_level,
         heartbeat_seconds=raw.heartbeat_seconds,
         limits=Limits(max_frame=raw.max_frame_bytes, freshness_seconds=raw.freshness_seconds),
+        file_roots=[resolve_dir(config_dir, root) for root in raw.file_roots],
     )

@@ -10,7 +10,7 @@ import zmq.asyncio
 
 from saltmarsh.pki.keys import Identity
 from saltmarsh.pki.keystore import KeyStore
-from saltmarsh.protocol.messages import Events, Heartbeat, Hello, Returns
+from saltmarsh.protocol.messages import Events, FileRead, FileStat, Heartbeat, Hello, Returns
 
 from .agent_events import AgentEventRelay
 from .config import MasterConfig
@@ -19,6 +19,7 @@ from .controller import Controller
 from .inventory import Inventory
 from .placement import Placement
 from .eventbus import EventBus
+from .fileserver import FileRequests, FileServer
 from .jobcache import JobCache
 from .jobs import JobRouter
 from .keys import KeyManager
@@ -64,6 +65,9 @@ class Master:
         self.channel.on(Heartbeat.KIND, self.keys.on_heartbeat)
         self.channel.on(Returns.KIND, self.jobs.on_returns)
         self.channel.on(Events.KIND, self.relay.on_events)
+        files = FileRequests(FileServer(config.file_roots))
+        self.channel.on(FileStat.KIND, files.on_stat)
+        self.channel.on(FileRead.KIND, files.on_read)
         self.control = ControlServer(self._zmq, self)
 
     async def run(self, stop: asyncio.Event) -> None:

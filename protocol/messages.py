@@ -145,5 +145,55 @@ class Job(Message):
     timeout: float = 30.0
 
 
-REQUEST_KINDS: dict[str, type[Message]] = {m.KIND: m for m in (Hello, Heartbeat, Returns, Events)}
-REPLY_KINDS: dict[str, type[Message]] = {m.KIND: m for m in (Welcome, Ack, Refused)}
+# ---- the image file server (master:// images), request channel, Box -------------------
+
+FilePath = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+MAX_CHUNK = 1024 * 1024
+
+
+class FileStat(Message):
+    """Agent -> master: describe the file at ``path`` under the master's file roots."""
+
+    KIND: ClassVar[str] = "file_stat"
+    path: FilePath
+
+
+class FileInfo(Message):
+    """Master -> agent: size, sha256 of the whole, and the sha256 of every chunk."""
+
+    KIND: ClassVar[str] = "file_info"
+    path: FilePath
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    chunk_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHUNK)]
+    chunks: Annotated[list[Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]],
+                      msgspec.Meta(max_length=120_000)]
+
+
+class FileRead(Message):
+    """Agent -> master: send chunk ``index`` of ``path``."""
+
+    KIND: ClassVar[str] = "file_read"
+    path: FilePath
+    index: Annotated[int, msgspec.Meta(ge=0)]
+
+
+class FileData(Message):
+    """Master -> agent: one chunk."""
+
+    KIND: ClassVar[str] = "file_data"
+    index: Annotated[int, msgspec.Meta(ge=0)]
+    data: Annotated[bytes, msgspec.Meta(max_length=MAX_CHUNK)]
+
+
+class Failed(Message):
+    """Master -> agent: this request cannot be served (the reason is for the agent's log)."""
+
+    KIND: ClassVar[str] = "failed"
+    reason: Annotated[str, msgspec.Meta(max_length=512)]
+
+
+REQUEST_KINDS: dict[str, type[Message]] = {
+    m.KIND: m for m in (Hello, Heartbeat, Returns, Events, FileStat, FileRead)
+}
+REPLY_KINDS: dict[str, type[Message]] = {m.KIND: m for m in (Welcome, Ack, Refused, FileInfo, FileData, Failed)}

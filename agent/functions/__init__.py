@@ -14,6 +14,7 @@ from typing import Any
 
 from ..errors import FunctionError
 from ..virt.host import LibvirtHost
+from ..virt.images import ImageCache
 from ..virt.profiles import VirtConfig
 
 EventSink = Callable[[str, Any], None]
@@ -29,6 +30,7 @@ class FunctionContext:
     fire_event: EventSink
     libvirt: LibvirtHost
     virt: VirtConfig
+    images: ImageCache
 
 
 Function = Callable[..., Any]

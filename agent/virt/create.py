@@ -42,7 +42,7 @@ def resolve_image(ctx: FunctionContext, image: str | None) -> Path | None:
     if image is None:
         return None
     if image.startswith("master://"):
-        raise FunctionError("master:// images are not served by this version; give an absolute path")
+        return ctx.images.fetch(image)
     path = Path(image)
     if not path.is_file():
         raise InvalidSpec(f"image {image} does not exist on this hypervisor")
@@ -131,3 +131,11 @@ def define_xml(ctx: FunctionContext, xml: str, start: bool = False) -> dict[str,
         if start:
             dom.create()
         return domain_info(dom)
+
+
+@function("virt.cache_image")
+def cache_image(ctx: FunctionContext, image: str) -> dict[str, Any]:
+    """Fetch a master:// image into this hypervisor's cache now (what init does on first use)."""
+    path = resolve_image(ctx, image)
+    assert path is not None
+    return {"image": image, "path": str(path), "size": path.stat().st_size}
