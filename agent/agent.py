@@ -8,7 +8,7 @@ import logging
 
 import zmq.asyncio
 
-from saltmarsh.pki.keys import Identity
+from saltmarsh.pki.keys import Identity, fingerprint, seal_to
 from saltmarsh.protocol.crypto import SessionKey
 from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Message, Refused, Welcome
 from saltmarsh.protocol.transport import tcp_endpoint
@@ -18,7 +18,7 @@ from .channel import RequestClient
 from .config import AgentConfig
 from .errors import MasterUnavailable, NotAuthenticated
 from .executor import Executor
-from .functions import FunctionContext
+from .functions import FunctionContext, MasterAddress
 from .outbox import EventOutbox, ReturnOutbox
 from .subscriber import JobSubscriber
 from .trust import MasterTrust
@@ -37,7 +37,10 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.identity = Identity.load_or_create(config.key_path)
-        self.trust = MasterTrust(config.master_fingerprint, config.master_key_path)
+        pinned = config.master_fingerprint or (fingerprint(config.master_key) if config.master_key else None)
+        self.trust = MasterTrust(pinned, config.master_key_path)
+        if config.master_key is not None and self.trust.key is None:
+            self.trust.remember(config.master_key)
         self.accepted = asyncio.Event()
         self._reauth = asyncio.Event()
         self._beat_now = asyncio.Event()
@@ -59,7 +62,8 @@ class Agent:
                             lambda message, timeout: asyncio.run_coroutine_threadsafe(self.send(message, timeout), loop),
                             self.events.fire_threadsafe)
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
-                              self.libvirt, cfg.virt, images)
+                              self.libvirt, cfg.virt, images,
+                              MasterAddress(cfg.master, cfg.publish_port, cfg.request_port))
         self.executor = Executor(ctx, cfg.worker_threads, self.returns)
         self.channel = RequestClient(
             self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,
@@ -114,9 +118,11 @@ class Agent:
     async def _authenticate(self) -> None:
         last = ""
         while True:
+            knew_master = self.trust.key is not None
             try:
                 reply = await self.channel.request(
-                    Hello(labels=self.config.labels, version=VERSION), self.config.request_timeout_seconds
+                    Hello(labels=self.config.labels, version=VERSION, token=self._sealed_token()),
+                    self.config.request_timeout_seconds,
                 )
             except MasterUnavailable as exc:
                 state, reason = "unreachable", str(exc)
@@ -129,10 +135,17 @@ class Agent:
             if state != last:
                 self._log_auth_state(state, reason)
                 last = state
+            if self.config.join_token and not knew_master and self.trust.key is not None:
+                continue  # now the token can be sealed to the master's key: present it at once
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.accepted.wait(), self.config.auth_retry_seconds)
                 if self.subscriber.key_id:
                     return
+
+    def _sealed_token(self) -> bytes:
+        if not self.config.join_token or self.trust.key is None:
+            return b""
+        return seal_to(self.trust.key, self.config.join_token.encode())
 
     def _log_auth_state(self, state: str, reason: str) -> None:
         if state == "pending":

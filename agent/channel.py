@@ -125,6 +125,8 @@ class RequestClient:
             except ProtocolError as exc:
                 self.rejected += 1
                 log.warning("rejected frame from the master: %s", exc)
+            except Exception:  # a bug must not end this task: the agent would stay up but deaf
+                log.exception("frame from the master failed inside the agent")
 
     def _dispatch(self, parts: list[bytes]) -> None:
         if len(parts) != 1:

@@ -11,6 +11,7 @@ import msgspec
 
 from saltmarsh.pki.errors import InvalidAgentId
 from saltmarsh.pki.ids import validate_agent_id
+from saltmarsh.pki.keys import decode_public_key
 from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
 from saltmarsh.protocol.errors import ConfigError
 from saltmarsh.protocol.limits import Limits
@@ -29,6 +30,9 @@ class AgentFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     publish_port: Port = 4605
     request_port: Port = 4606
     master_fingerprint: str | None = None
+    # The master's public key (base64), as `saltmarsh key token` prints it: trusted from the start.
+    master_key: str | None = None
+    join_token: str | None = None
     labels: dict[str, str] = {}
     libvirt_uri: str = "qemu:///system"
     root_dir: str = "/var/lib/saltmarsh/agent"
@@ -51,6 +55,8 @@ class AgentConfig:
     publish_port: int
     request_port: int
     master_fingerprint: str | None
+    master_key: bytes | None
+    join_token: str | None
     labels: dict[str, str]
     libvirt_uri: str
     root_dir: Path
@@ -83,6 +89,10 @@ def load_agent_config(config_dir: Path) -> AgentConfig:
     except InvalidAgentId as exc:
         raise ConfigError(f"{path}: id: {exc}") from exc
     fingerprint = raw.master_fingerprint.lower().strip() if raw.master_fingerprint else None
+    try:
+        master_key = decode_public_key(raw.master_key) if raw.master_key else None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: master_key: {exc}") from exc
     return AgentConfig(
         config_dir=config_dir,
         agent_id=agent_id,
@@ -90,6 +100,8 @@ def load_agent_config(config_dir: Path) -> AgentConfig:
         publish_port=raw.publish_port,
         request_port=raw.request_port,
         master_fingerprint=fingerprint,
+        master_key=master_key,
+        join_token=raw.join_token,
         labels=dict(raw.labels),
         libvirt_uri=raw.libvirt_uri,
         root_dir=root_dir,

@@ -105,6 +105,8 @@ class JobSubscriber:
         except ProtocolError as exc:
             self.rejected += 1
             log.warning("rejected published frame: %s", exc)
+        except Exception:  # a bug must not end the jobs task: the agent would stay up but deaf
+            log.exception("published frame failed inside the agent")
 
     def _receive(self, parts: list[bytes]) -> None:
         if len(parts) != 2:

@@ -18,6 +18,7 @@ from .errors import CommandError
 from .eventbus import Event
 from .inventory import Hypervisor, Inventory
 from .jobs import JobRouter
+from .keys import KeyManager
 from .placement import Placement, Request
 from .presence import Presence
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 VM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 OPERATIONS = {"start", "shutdown", "stop", "reboot", "reset", "pause", "resume", "purge"}
 RESYNC_TIMEOUT = 30.0
+SEED_TOKEN_TTL = 24 * 3600.0  # a seeded VM may take a while to boot and install its agent
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,10 @@ class InitRequest:
 class Controller:
     """Answers the ``virt`` commands from the inventory and routes work to hypervisors."""
 
-    def __init__(self, inventory: Inventory, placement: Placement, jobs: JobRouter, presence: Presence) -> None:
+    def __init__(self, inventory: Inventory, placement: Placement, jobs: JobRouter, presence: Presence,
+                 keys: KeyManager, master_key: str) -> None:
+        self._keys = keys
+        self._master_key = master_key
         self._inventory = inventory
         self._placement = placement
         self._jobs = jobs
@@ -124,10 +129,14 @@ class Controller:
             reasons = "; ".join(f"{c.host}: {c.dropped}" for c in decision.candidates) or "no hypervisors known"
             raise CommandError(f"no hypervisor can hold {request.name} ({reasons})")
         host = decision.choice
+        options = dict(request.options)
+        if options.get("seed"):
+            token, _expires = self._keys.issue_token(request.name, SEED_TOKEN_TTL)
+            options.update(join_token=token, master_key=self._master_key)
         try:
             ret = await self._run(host, "virt.init", {"name": request.name, "cpus": request.cpus,
                                                       "memory_mib": request.memory_mib, "image": request.image,
-                                                      **request.options}, request.timeout, request.name)
+                                                      **options}, request.timeout, request.name)
         finally:
             self._placement.release(host, request.name)
         self._inventory.apply_domain_info(host, request.name, ret)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 
+import nacl.exceptions
+
 from saltmarsh.pki.errors import KeyConflict
+from saltmarsh.pki.keys import Identity, fingerprint
 from saltmarsh.pki.ids import validate_agent_id
 from saltmarsh.pki.keystore import AgentKey, KeyState, KeyStore
 from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Refused, Welcome
@@ -22,6 +25,7 @@ from .eventbus import EventBus
 from .presence import Presence
 from .publisher import SessionKeys
 from .request_channel import Request, RequestChannel
+from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,8 @@ class KeyManager:
         sessions: SessionKeys,
         presence: Presence,
         channel: RequestChannel,
+        identity: Identity,
+        tokens: TokenStore,
         *,
         auto_accept: bool,
         heartbeat_seconds: float,
@@ -45,6 +51,8 @@ class KeyManager:
         self._sessions = sessions
         self._presence = presence
         self._channel = channel
+        self._identity = identity
+        self._tokens = tokens
         self._auto_accept = auto_accept
         self._heartbeat = heartbeat_seconds
 
@@ -63,15 +71,38 @@ class KeyManager:
             log.warning("refused key submission: %s", exc)
             return Welcome(state="conflict", reason="another key is registered for this id")
         if new:
-            log.info("agent %s submitted key %s: pending", agent_id, self._store.get(agent_id).fingerprint)  # type: ignore[union-attr]
+            log.info("agent %s submitted key %s: pending", agent_id, fingerprint(req.public_key))
             self._bus.fire(key_tag(agent_id, "pending"), {"id": agent_id})
             if self._auto_accept:
                 state = self._set_state(agent_id, KeyState.ACCEPTED).state
+        if state is KeyState.PENDING and req.body.token:
+            state = self._redeem(agent_id, req.body.token)
         if state is KeyState.ACCEPTED:
             self._presence.hello(agent_id, req.body.labels, req.body.version, req.routing_id)
         else:
             self._presence.note_unaccepted(agent_id, req.body.labels, req.body.version, req.routing_id)
         return self._welcome(state)
+
+    def _redeem(self, agent_id: str, sealed: bytes) -> KeyState:
+        try:
+            token = self._identity.unseal(sealed).decode()
+        except (nacl.exceptions.CryptoError, UnicodeDecodeError):
+            log.warning("refused join token from %s: it is not sealed to this master's key", agent_id)
+            return KeyState.PENDING
+        refusal = self._tokens.redeem(agent_id, token)
+        if refusal:
+            log.warning("refused join token from %s: %s", agent_id, refusal)
+            return KeyState.PENDING
+        log.info("agent %s joined with a one-time token", agent_id)
+        return self._set_state(agent_id, KeyState.ACCEPTED).state
+
+    def issue_token(self, agent_id: str, ttl: float) -> tuple[str, float]:
+        """A one-time join token for ``agent_id``."""
+        try:
+            validate_agent_id(agent_id)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        return self._tokens.issue(agent_id, ttl)
 
     async def on_heartbeat(self, req: Request) -> Ack:
         """Handle a heartbeat; the reply names the current session key id."""

@@ -8,7 +8,7 @@ import logging
 
 import zmq.asyncio
 
-from saltmarsh.pki.keys import Identity
+from saltmarsh.pki.keys import Identity, encode_public_key
 from saltmarsh.pki.keystore import KeyStore
 from saltmarsh.protocol.messages import Events, FileRead, FileStat, Heartbeat, Hello, Returns
 
@@ -26,6 +26,7 @@ from .keys import KeyManager
 from .presence import Presence
 from .publisher import Publisher, SessionKeys
 from .request_channel import RequestChannel
+from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Master:
         store = KeyStore(config.agent_keys_dir)
         self.channel = RequestChannel(self._zmq, self.identity, store.accepted_key, config.limits)
         self.keys = KeyManager(
-            store, self.bus, self.sessions, self.presence, self.channel,
+            store, self.bus, self.sessions, self.presence, self.channel, self.identity, TokenStore(self.cache),
             auto_accept=config.auto_accept, heartbeat_seconds=config.heartbeat_seconds,
         )
         self.jobs = JobRouter(self.cache, self.bus, self.publisher, self.presence, self.keys)
@@ -57,7 +58,8 @@ class Master:
         self.inventory = Inventory(self.cache)
         placement = Placement(self.inventory, lambda a: bool((s := self.presence.get(a)) and s.up),
                               self.presence.labels)
-        self.controller = Controller(self.inventory, placement, self.jobs, self.presence)
+        self.controller = Controller(self.inventory, placement, self.jobs, self.presence, self.keys,
+                                     encode_public_key(self.identity.public_key))
         self.bus.subscribe("saltmarsh/virt/", self.inventory.on_event)
         self.bus.subscribe("saltmarsh/agent/*/up", self.controller.on_agent_up)
         self.bus.subscribe("saltmarsh/key/*/deleted", lambda e: self.inventory.forget(e.data["id"]))

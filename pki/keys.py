@@ -70,6 +70,10 @@ class Identity:
         """The X25519 private key derived from the signing seed."""
         return self.signing_key.to_curve25519_private_key()
 
+    def unseal(self, sealed: bytes) -> bytes:
+        """Open a box sealed to this identity (``seal_to``); nacl.exceptions.CryptoError if it is not."""
+        return nacl.public.SealedBox(self.curve_private).decrypt(sealed)
+
     def sign(self, data: bytes) -> bytes:
         """Return the 64-byte detached signature of ``data``."""
         return self.signing_key.sign(data).signature
@@ -101,6 +105,11 @@ class Identity:
 def verify_key(public_key: bytes) -> nacl.signing.VerifyKey:
     """Return a VerifyKey for a raw public key."""
     return nacl.signing.VerifyKey(public_key)
+
+
+def seal_to(public_key: bytes, data: bytes) -> bytes:
+    """Encrypt ``data`` so that only the holder of ``public_key`` can read it (anonymous sender)."""
+    return bytes(nacl.public.SealedBox(curve_public(public_key)).encrypt(data))
 
 
 def curve_public(public_key: bytes) -> nacl.public.PublicKey:

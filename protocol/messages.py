@@ -43,6 +43,9 @@ class Hello(Message):
     KIND: ClassVar[str] = "hello"
     labels: Labels = {}
     version: ShortText = ""
+    # A one-time join token (``saltmarsh key token``), sealed to the master's key so that only
+    # the master can read it; it gets this key accepted on first contact.
+    token: Annotated[bytes, msgspec.Meta(max_length=256)] = b""
 
 
 class Heartbeat(Message):

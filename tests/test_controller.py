@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from .cluster import BIN, Cluster, wait_until
 
@@ -102,3 +104,21 @@ def test_concurrent_inits_never_overcommit_a_host(cluster: Cluster, tmp_path: An
     assert codes == [0, 1], results
     loser = next(err for code, (_, err) in results if code == 1)
     assert "no hypervisor can hold" in loser and "only 324 MiB free" in loser
+
+
+def test_seeded_vm_carries_its_agent_config_and_a_working_token(cloud: Cluster, tmp_path: Any) -> None:
+    from saltmarsh.agent.virt.seed import read_seed_iso
+
+    created = cloud.cli_json("virt", "init", "seedy", "1", "128", "--seed", "--host", "hv1")
+    cdrom = [d for d in created["vm"]["disks"].values() if d["device"] == "cdrom"]
+    assert len(cdrom) == 1 and cdrom[0]["file"].endswith("seedy/seed.iso")
+    files = read_seed_iso(Path(cdrom[0]["file"]))
+    assert files["user-data"].startswith("#cloud-config\n") and "instance-id: seedy" in files["meta-data"]
+    document = yaml.safe_load(files["user-data"])
+    agent_yaml = yaml.safe_load(document["write_files"][0]["content"])
+    assert agent_yaml["id"] == "seedy" and agent_yaml["request_port"] == cloud.request_port
+    assert "private" not in files["user-data"].lower()  # nothing secret but the one-time token
+    # The VM's own agent (started here as a process with that config) joins without `key accept`.
+    cloud.start_agent("seedy", **{k: v for k, v in agent_yaml.items() if k != "id"})
+    cloud.wait_answering("seedy")
+    assert "seedy" in cloud.cli_json("key", "list")["accepted"]

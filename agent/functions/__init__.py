@@ -21,6 +21,15 @@ EventSink = Callable[[str, Any], None]
 
 
 @dataclass(frozen=True)
+class MasterAddress:
+    """How this agent reaches its master (what a seeded VM's agent is told too)."""
+
+    host: str
+    publish_port: int
+    request_port: int
+
+
+@dataclass(frozen=True)
 class FunctionContext:
     """What a function may use: who we are, libvirt, the virt settings, and how to fire an event."""
 
@@ -31,6 +40,7 @@ class FunctionContext:
     libvirt: LibvirtHost
     virt: VirtConfig
     images: ImageCache
+    master: MasterAddress
 
 
 Function = Callable[..., Any]

@@ -17,6 +17,7 @@ from .disks import create_disks
 from .domain_xml import Graphics, build_domain
 from .host import LibvirtHost
 from .inventory import domain_info
+from .seed import build_seed_iso
 from .spec import VmSpec, parse_spec
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ def init(ctx: FunctionContext, **spec_values: Any) -> dict[str, Any]:
     """Create a VM from a spec: name, cpus, memory_mib, image, nic_profile, disk_profile,
     enable_qcow, enable_vnc, seed, start. Returns its info (and VNC password, if any)."""
     spec = parse_spec(spec_values)
-    if spec.seed:
-        raise FunctionError("seed=True is not supported by this version")
     nics, disk_profile = _profiles(ctx, spec)
     host = ctx.libvirt
     created_files: list[Path] = []
@@ -77,7 +76,8 @@ def init(ctx: FunctionContext, **spec_values: Any) -> dict[str, Any]:
             disks = create_disks(ctx.virt.vm_dir, spec.name, disk_profile, base, spec.enable_qcow, created_files)
             password = "".join(secrets.choice(_ALPHABET) for _ in range(VNC_PASSWORD_LENGTH))
             graphics = Graphics(ctx.virt.vnc_listen, password) if spec.enable_vnc else None
-            xml = build_domain(spec, domain_type(ctx, conn), disks, nics, graphics)
+            cdrom = _seed(ctx, spec, created_files) if spec.seed else None
+            xml = build_domain(spec, domain_type(ctx, conn), disks, nics, graphics, cdrom)
             dom = conn.defineXML(xml)
             defined = True
             if spec.start:
@@ -90,6 +90,17 @@ def init(ctx: FunctionContext, **spec_values: Any) -> dict[str, Any]:
         info["graphics"]["password"] = graphics.password
     log.info("created VM %s (%d CPU, %d MiB)", spec.name, spec.cpus, spec.memory_mib)
     return info
+
+
+def _seed(ctx: FunctionContext, spec: VmSpec, created: list[Path]) -> str:
+    """Write the VM's NoCloud seed ISO: its agent joins this hypervisor's master with the token."""
+    path = ctx.virt.vm_dir / spec.name / "seed.iso"
+    created.append(path)
+    build_seed_iso(path, spec.name, {
+        "id": spec.name, "master": ctx.master.host, "publish_port": ctx.master.publish_port,
+        "request_port": ctx.master.request_port, "master_key": spec.master_key, "join_token": spec.join_token,
+    })
+    return str(path)
 
 
 def _refuse_existing(conn: Any, name: str) -> None:

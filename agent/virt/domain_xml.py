@@ -37,8 +37,6 @@ def build_domain(spec: VmSpec, domain_type: str, disks: list[DiskPlan], nics: tu
     os_element = _sub(domain, "os")
     _sub(os_element, "type", "hvm")
     _sub(os_element, "boot", dev="hd")
-    if cdrom:
-        _sub(os_element, "boot", dev="cdrom")
     features = _sub(domain, "features")
     _sub(features, "acpi")  # lets virt.shutdown ask the guest to power off
     _sub(domain, "clock", offset="utc")

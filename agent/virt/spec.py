@@ -27,6 +27,8 @@ class VmSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     enable_qcow: bool = False
     enable_vnc: bool = False
     seed: bool = False
+    join_token: Annotated[str, msgspec.Meta(max_length=128)] = ""  # issued by the master for seed=True
+    master_key: Annotated[str, msgspec.Meta(max_length=64)] = ""  # the master's public key, base64
     start: bool = True
 
     def __post_init__(self) -> None:
@@ -34,6 +36,8 @@ class VmSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
             raise ValueError(f"image {self.image!r} must be an absolute path or master://path")
         if self.enable_qcow and self.image is None:
             raise ValueError("enable_qcow needs an image to put the overlay on")
+        if self.seed and not (self.join_token and self.master_key):
+            raise ValueError("seed needs join_token and master_key (saltmarsh virt init --seed provides them)")
 
 
 def parse_spec(values: dict[str, Any]) -> VmSpec:

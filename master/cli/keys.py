@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 from typing import Any
 
 from ..client import MasterClient
@@ -24,6 +25,11 @@ def register(sub: Any) -> None:
         action = actions.add_parser(name, help=f"{name} a key; the agent gets no further job")
         action.add_argument("id")
         action.set_defaults(handler=key_change, cmd=f"key.{name}", done=done)
+    token = actions.add_parser("token", help="a one-time join token that gets agent ID accepted on first contact")
+    token.add_argument("id")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds the token stays valid")
+    token.add_argument("--json", action="store_true")
+    token.set_defaults(handler=key_token)
     finger = actions.add_parser("finger", help="fingerprints of the master and agent keys")
     finger.add_argument("id", nargs="?")
     finger.add_argument("--json", action="store_true")
@@ -63,6 +69,21 @@ def key_change(args: argparse.Namespace) -> int:
     with MasterClient.from_config_dir(args.config_dir) as client:
         client.call(args.cmd, id=args.id)
     print(f"{args.done} {args.id}")
+    return 0
+
+
+def key_token(args: argparse.Namespace) -> int:
+    """Issue a join token and print the agent.yaml lines that use it."""
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        issued = client.call("key.token", id=args.id, ttl=args.ttl)
+    if args.json:
+        print_json(issued)
+        return 0
+    expires = datetime.datetime.fromtimestamp(issued["expires"], datetime.timezone.utc)
+    print(f"# agent.yaml of {args.id}; the token works once, until {expires:%Y-%m-%d %H:%M:%S} UTC")
+    print(f"id: {args.id}")
+    print(f"join_token: {issued['token']}")
+    print(f"master_key: {issued['master_key']}")
     return 0
 
 

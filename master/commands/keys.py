@@ -6,6 +6,7 @@ from typing import Any
 
 import msgspec
 
+from saltmarsh.pki.keys import encode_public_key
 from saltmarsh.pki.keystore import KeyState
 
 from ..errors import CommandError
@@ -48,6 +49,22 @@ async def key_delete(ctx: CommandContext, args: dict[str, Any]) -> str:
     agent_id = _one(parse_args(args, KeyArgs))
     await ctx.master.keys.delete(agent_id)
     return agent_id
+
+
+class TokenArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """The agent a join token is for, and how long it stays valid."""
+
+    id: str
+    ttl: float = 3600.0
+
+
+@command("key.token")
+async def key_token(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Issue a one-time join token that gets agent ``id``'s key accepted on first contact."""
+    parsed = parse_args(args, TokenArgs)
+    token, expires = ctx.master.keys.issue_token(parsed.id, parsed.ttl)
+    return {"id": parsed.id, "token": token, "expires": expires,
+            "master_key": encode_public_key(ctx.master.identity.public_key)}
 
 
 @command("key.finger")
