@@ -50,6 +50,7 @@ root_dir: state
 libvirt_uri: "test:///default"
 auth_retry_seconds: 0.5
 labels: {role: hv, zone: ${zones[$((i-1))]}}
+virt: {vm_dir: vms}
 YAML
     "$BIN/saltmarsh-agent" -c "$RUN/hv$i" 2> "$RUN/hv$i.log" & pids+=($!)
 done
@@ -79,6 +80,18 @@ step "Agents fire their own events"
 sm run '*' event.send demo/deployed '{"version": 2}'
 step "A failing function returns a structured error (and a non-zero exit)"
 sm run hv2 test.raise_error message='disk full' || true
+step "The cloud controller: every hypervisor from the inventory (agents pushed it; nothing is polled)"
+sm virt host-info
+step "virt init places a VM by itself: filters, then most free memory, then fewest VMs"
+sm virt init web1 1 256 --enable-vnc
+sm virt init web2 2 512 --label zone=b --dry-run
+sm virt init web2 2 512 --label zone=b
+step "virt query, in the layout of Salt Virt's (one VM shown; plain 'virt query' shows all)"
+sm virt query web1
+step "Operations by VM name go to whichever hypervisor holds it; libvirt's own events follow"
+sm virt pause web1
+sm virt resume web1
+sm virt list
 step "The job cache"
 sm job list
 sm job show "$("$BIN/saltmarsh" -c "$RUN/master" job list --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[-1]["jid"])')"

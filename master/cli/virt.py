@@ -108,7 +108,17 @@ def host_info(args: argparse.Namespace) -> int:
     """Print every hypervisor's resources and state."""
     with MasterClient.from_config_dir(args.config_dir) as client:
         hosts = client.call("virt.host_info")
-    print_json(hosts) if args.json else _print_nested(hosts)
+    if args.json:
+        print_json(hosts)
+        return 0
+    print(f"{'HOST':<20} {'STATE':<12} {'CPU FREE/ALL':>12} {'MEM FREE/ALL MiB':>18} {'VMS':>4}  DRIVER")
+    for name, h in sorted(hosts.items()):
+        state = "maintenance" if h["maintenance"] else ("up" if h["up"] else "down")
+        if not h["libvirt"]:
+            state = "no libvirt"
+        node = h["node_info"]
+        print(f"{name:<20} {state:<12} {h['freecpu']:>5}/{node.get('cpus', 0):<6} "
+              f"{h['freemem']:>8}/{node.get('memory_mib', 0):<9} {h['vms']:>4}  {node.get('driver', '')}")
     return 0
 
 
