@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from saltmarsh.protocol.messages import Ack, Events
@@ -32,4 +33,8 @@ class AgentEventRelay:
             else:
                 self.refused += 1
                 log.warning("refused event from %s: tag %r is not one it may fire", req.agent_id, event.tag)
+        # Let the loop turn once per batch: while agents keep the request socket full its
+        # receives complete without waiting, and nothing else (control commands, the
+        # batched sends to subscribers) would run until the burst is over.
+        await asyncio.sleep(0)
         return Ack()

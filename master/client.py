@@ -119,17 +119,25 @@ class MasterClient:
         self._socket.send(encode(ControlRequest(request_id, cmd, args)))
         return request_id
 
-    def _recv(self, timeout: float | None) -> ControlReply | None:
-        if timeout is not None and not self._socket.poll(max(0, int(timeout * 1000))):
-            return None
+    def _recv(self, deadline: float | None) -> ControlReply | None:
+        """The next reply, or None once ``deadline`` (a time.monotonic() value) has passed.
+
+        Replies that are not awaited (the master's keep-alives, another
+        stream's events) do not move the deadline.
+        """
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if not self._socket.poll(max(0, int(remaining * 1000 + 0.5))):
+                return None
         try:
             return decode(self._socket.recv(), ControlReply, "control reply")
         except MalformedFrame as exc:
             raise CommandError(f"unreadable reply from the master: {exc}") from exc
 
     def _result(self, request_id: int) -> Any:
+        deadline = time.monotonic() + self._timeout
         while True:
-            reply = self._recv(self._timeout)
+            reply = self._recv(deadline)
             if reply is None:
                 raise NotRunning(f"the master did not answer within {self._timeout:.0f} s")
             if reply.events is not None:
@@ -142,9 +150,10 @@ class MasterClient:
     def _next_events(self, request_id: int, timeout: float | None) -> list[Event] | None:
         if self._early.get(request_id):
             return self._early.pop(request_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            reply = self._recv(timeout)
+            reply = self._recv(deadline)
             if reply is None:
                 return None
-            if reply.events is not None and reply.id == request_id:
+            if reply.events and reply.id == request_id:
                 return reply.events

@@ -2,7 +2,14 @@
 
 An IPC ROUTER socket in a 0700 directory, itself 0600: whoever can open the
 file may command the master, as with Salt's master socket. ROUTER_MANDATORY
-makes a send to a vanished client fail at once, which is how streams end.
+makes a send to a vanished client fail at once, which is how streams end; a
+stream that has had nothing to send for PROBE_SECONDS is sent an empty
+keep-alive reply (id 0, which no request uses), so that the subscriptions of a
+client that went away (every ``saltmarsh run`` leaves one for its job's
+returns) are dropped even when no event would ever match them again.
+
+Events are queued per stream and sent in one reply per turn of the event loop,
+or as soon as MAX_BATCH have queued up, so a burst never gathers in memory.
 """
 
 from __future__ import annotations
@@ -11,8 +18,9 @@ import asyncio
 import errno
 import logging
 import os
+import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 import zmq.asyncio
@@ -32,6 +40,10 @@ log = logging.getLogger(__name__)
 
 StreamKey = tuple[bytes, int]
 
+MAX_BATCH = 1000
+PROBE_SECONDS = 5.0
+KEEPALIVE = encode(ControlReply(0))
+
 
 class ControlServer:
     """Serves control commands and streams subscribed events to each client, batched."""
@@ -46,6 +58,8 @@ class ControlServer:
         self._socket.setsockopt(zmq.LINGER, 0)
         self._streams: dict[StreamKey, list[int]] = defaultdict(list)
         self._pending: dict[StreamKey, list[Event]] = {}
+        self._last_sent: dict[bytes, float] = {}
+        self._answering: set[asyncio.Task[None]] = set()
         self._flush_scheduled = False
         self.dropped = 0
 
@@ -72,7 +86,14 @@ class ControlServer:
         self._master.config.control_socket.unlink(missing_ok=True)
 
     async def serve(self) -> None:
-        """Answer control requests until cancelled."""
+        """Answer control requests until cancelled; meanwhile end the streams of vanished clients."""
+        reaper = asyncio.create_task(self._reap_vanished(), name="control-reaper")
+        try:
+            await self._receive()
+        finally:
+            reaper.cancel()
+
+    async def _receive(self) -> None:
         while True:
             parts = await self._socket.recv_multipart()
             if len(parts) != 2:
@@ -84,7 +105,9 @@ class ControlServer:
             except MalformedFrame as exc:
                 log.warning("control: rejected request: %s", exc)
                 continue
-            asyncio.create_task(self._answer(client, request))
+            task = asyncio.create_task(self._answer(client, request))
+            self._answering.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(self._answering.discard)
 
     async def _answer(self, client: bytes, request: ControlRequest) -> None:
         fn = COMMANDS.get(request.cmd)
@@ -106,10 +129,17 @@ class ControlServer:
     def _subscribe(self, key: StreamKey, pattern: str) -> None:
         handle = self._master.bus.subscribe(pattern, lambda event: self._queue(key, event))
         self._streams[key].append(handle)
+        self._last_sent.setdefault(key[0], time.monotonic())
 
     def _queue(self, key: StreamKey, event: Event) -> None:
-        self._pending.setdefault(key, []).append(event)
-        if not self._flush_scheduled:
+        events = self._pending.get(key)
+        if events is None:
+            events = self._pending[key] = []
+        events.append(event)
+        if len(events) >= MAX_BATCH:
+            del self._pending[key]
+            self._send_events(key, events)
+        elif not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
@@ -117,21 +147,51 @@ class ControlServer:
         self._flush_scheduled = False
         pending, self._pending = self._pending, {}
         for key, events in pending.items():
-            client, request_id = key
-            try:
-                self._socket.send_multipart([client, encode(ControlReply(request_id, events=events))], flags=zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
-                if exc.errno == errno.EHOSTUNREACH:
-                    self._end_client(client)
-                else:
-                    self.dropped += len(events)
-                    log.warning("control: dropped %d events for a slow client: %s", len(events), exc)
+            self._send_events(key, events)
+
+    def _send_events(self, key: StreamKey, events: list[Event]) -> None:
+        client, request_id = key
+        self._send_nowait(client, encode(ControlReply(request_id, events=events)), len(events))
+
+    def _send_nowait(self, client: bytes, frame: bytes, events: int) -> None:
+        """Send without waiting: a full queue drops the frame, a vanished client ends its streams.
+
+        The asyncio socket reports both through the future it returns (done at
+        once unless earlier sends are still queued), never by raising here.
+        """
+        if client in self._last_sent:
+            self._last_sent[client] = time.monotonic()
+        sent = cast("asyncio.Future[Any]", self._socket.send_multipart([client, frame], flags=zmq.NOBLOCK))
+        if sent.done():
+            self._sent(client, events, sent)
+        else:
+            sent.add_done_callback(lambda future: self._sent(client, events, future))
+
+    def _sent(self, client: bytes, events: int, future: asyncio.Future[Any]) -> None:
+        exc = None if future.cancelled() else future.exception()
+        if exc is None:
+            return
+        if isinstance(exc, zmq.ZMQError) and exc.errno == errno.EHOSTUNREACH:
+            self._end_client(client)
+        elif events:  # a keep-alive that did not fit needs no mention
+            self.dropped += events
+            log.warning("control: dropped %d events for a slow client: %s", events, exc)
+
+    async def _reap_vanished(self) -> None:
+        """Probe each client whose streams have been quiet; the send fails if the client is gone."""
+        while True:
+            await asyncio.sleep(PROBE_SECONDS)
+            quiet_since = time.monotonic() - PROBE_SECONDS
+            for client in {key[0] for key in self._streams}:
+                if self._last_sent.get(client, 0.0) <= quiet_since:
+                    self._send_nowait(client, KEEPALIVE, 0)
 
     def _end_client(self, client: bytes) -> None:
         for key in [k for k in self._streams if k[0] == client]:
             for handle in self._streams.pop(key):
                 self._master.bus.unsubscribe(handle)
             self._pending.pop(key, None)
+        self._last_sent.pop(client, None)
 
     async def _send(self, client: bytes, reply: ControlReply) -> Any:
         try:
