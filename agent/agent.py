@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 
@@ -58,9 +59,10 @@ class Agent:
         self.watcher = DomainEventWatcher(self.libvirt, cfg.agent_id, self.events.fire_threadsafe)
         self.watcher.start()
         loop = asyncio.get_running_loop()
-        images = ImageCache(cfg.virt.images_dir, cfg.agent_id,
-                            lambda message, timeout: asyncio.run_coroutine_threadsafe(self.send(message, timeout), loop),
-                            self.events.fire_threadsafe)
+        def request(message: Message, timeout: float) -> concurrent.futures.Future[Message]:
+            return asyncio.run_coroutine_threadsafe(self.send(message, timeout), loop)
+
+        images = ImageCache(cfg.virt.images_dir, cfg.agent_id, request, self.events.fire_threadsafe)
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
                               self.libvirt, cfg.virt, images,
                               MasterAddress(cfg.master, cfg.publish_port, cfg.request_port))

@@ -6,9 +6,10 @@ from typing import Any
 
 libvirt: Any
 try:
-    import libvirt
+    import libvirt as _bindings
 except ImportError:
     libvirt = None
 else:
+    libvirt = _bindings
     # libvirt prints every error to stderr by default; we report them ourselves, once.
     libvirt.registerErrorHandler(lambda _ctx, _err: None, None)

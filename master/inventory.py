@@ -48,12 +48,12 @@ class Hypervisor:
     @property
     def freemem(self) -> int:
         """MiB not given to running VMs (their current memory, as Salt counts it)."""
-        return int(self.node.get("memory_mib", 0)) - sum(v.get("current_memory_mib", 0) for v in self._active())
+        return int(self.node.get("memory_mib", 0)) - sum(int(v.get("current_memory_mib", 0)) for v in self._active())
 
     @property
     def freecpu(self) -> int:
         """CPUs not committed to running VMs."""
-        return int(self.node.get("cpus", 0)) - sum(v["cpu"] for v in self._active())
+        return int(self.node.get("cpus", 0)) - sum(int(v["cpu"]) for v in self._active())
 
     def _active(self) -> list[dict[str, Any]]:
         return [v for v in self.vms.values() if v.get("state") in ACTIVE_STATES]

@@ -9,7 +9,7 @@ from typing import Any
 
 from saltmarsh.pki.keystore import KeyState
 from saltmarsh.protocol.jids import new_jid
-from saltmarsh.protocol.messages import Job, JobReturn, Returns, Ack, Target
+from saltmarsh.protocol.messages import Ack, Job, JobReturn, Returns, Target
 from saltmarsh.protocol.tags import job_new_tag, job_ret_tag
 from saltmarsh.protocol.targeting import describe, matches
 

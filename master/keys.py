@@ -14,8 +14,8 @@ import logging
 import nacl.exceptions
 
 from saltmarsh.pki.errors import KeyConflict
-from saltmarsh.pki.keys import Identity, fingerprint
 from saltmarsh.pki.ids import validate_agent_id
+from saltmarsh.pki.keys import Identity, fingerprint
 from saltmarsh.pki.keystore import AgentKey, KeyState, KeyStore
 from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Refused, Welcome
 from saltmarsh.protocol.tags import key_tag

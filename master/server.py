@@ -16,13 +16,13 @@ from .agent_events import AgentEventRelay
 from .config import MasterConfig
 from .control import ControlServer
 from .controller import Controller
-from .inventory import Inventory
-from .placement import Placement
 from .eventbus import EventBus
 from .fileserver import FileRequests, FileServer
+from .inventory import Inventory
 from .jobcache import JobCache
 from .jobs import JobRouter
 from .keys import KeyManager
+from .placement import Placement
 from .presence import Presence
 from .publisher import Publisher, SessionKeys
 from .request_channel import RequestChannel

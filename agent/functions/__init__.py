@@ -79,5 +79,5 @@ def usage(name: str) -> str:
 
 def load_all() -> None:
     """Import every function module so that its functions register."""
-    from . import event, host, system, testing  # noqa: F401
     from ..virt import create, inventory, lifecycle, networks, snapshots  # noqa: F401
+    from . import event, host, system, testing  # noqa: F401

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import inspect
 
-from . import REGISTRY, FunctionContext, function, usage
 from ..errors import FunctionError
+from . import REGISTRY, FunctionContext, function, usage
 
 
 @function("sys.list_functions")

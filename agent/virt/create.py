@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from ..errors import FunctionError, InvalidSpec, VmConflict
+from ..errors import InvalidSpec, VmConflict
 from ..functions import FunctionContext, function
 from ..libvirt_conn import libvirt
 from .disks import create_disks

@@ -54,7 +54,7 @@ class ImageCache:
         """The local file of ``master://path``, fetched unless already cached."""
         if not ref.startswith(SCHEME):
             raise ImageFetchError(f"{ref!r} is not a {SCHEME} reference")
-        info = self._ask(FileStat(path=ref[len(SCHEME):]), FileInfo)
+        info: FileInfo = self._ask(FileStat(path=ref[len(SCHEME):]), FileInfo)
         self._dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self._dir, 0o755)  # QEMU (another user) reads base images through this directory
         target = self._dir / info.sha256

@@ -97,7 +97,8 @@ def job_list(args: argparse.Namespace) -> int:
     print(f"{'JID':<22} {'FUNCTION':<24} {'RETURNED':>8}  TARGET")
     for job in jobs:
         target = job["target"]
-        shown = target["pattern"] or ",".join(target["ids"]) or ",".join(f"{k}={v}" for k, v in target["labels"].items())
+        labels = ",".join(f"{k}={v}" for k, v in target["labels"].items())
+        shown = target["pattern"] or ",".join(target["ids"]) or labels
         print(f"{job['jid']:<22} {job['fun']:<24} {job['returned']:>3}/{job['expected']:<4}  {shown}")
     return 0
 

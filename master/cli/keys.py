@@ -79,7 +79,7 @@ def key_token(args: argparse.Namespace) -> int:
     if args.json:
         print_json(issued)
         return 0
-    expires = datetime.datetime.fromtimestamp(issued["expires"], datetime.timezone.utc)
+    expires = datetime.datetime.fromtimestamp(issued["expires"], datetime.UTC)
     print(f"# agent.yaml of {args.id}; the token works once, until {expires:%Y-%m-%d %H:%M:%S} UTC")
     print(f"id: {args.id}")
     print(f"join_token: {issued['token']}")

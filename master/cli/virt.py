@@ -194,7 +194,8 @@ def operate(args: argparse.Namespace) -> int:
         _print_nested({args.name: _display_vm(result["host"], result["result"])})
     elif args.op == "vnc":
         g = result["result"]
-        print(f"vnc - {result['host']}:{g.get('port')} (listen {g.get('listen')}, password {g.get('password', 'none')})")
+        password = g.get("password", "none")
+        print(f"vnc - {result['host']}:{g.get('port')} (listen {g.get('listen')}, password {password})")
     else:
         print(f"{args.name} on {result['host']}: {result['result'].get('state', 'done')}")
     return 0

@@ -7,9 +7,9 @@ from typing import Any
 import msgspec
 
 from saltmarsh.protocol.codec import to_builtins
+from saltmarsh.protocol.jids import jid_time
 from saltmarsh.protocol.limits import MAX_FUNCTION_NAME
 from saltmarsh.protocol.messages import Target
-from saltmarsh.protocol.jids import jid_time
 
 from ..errors import CommandError
 from ..jobs import return_data
