@@ -11,6 +11,7 @@ import zmq.asyncio
 
 from saltmarsh.pki.keys import Identity, fingerprint, seal_to
 from saltmarsh.protocol.crypto import SessionKey
+from saltmarsh.protocol.daemon import cancel_and_wait
 from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Message, Refused, Welcome
 from saltmarsh.protocol.transport import tcp_endpoint
 from saltmarsh.protocol.version import VERSION
@@ -86,11 +87,7 @@ class Agent:
         try:
             await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(tasks)
             await self.close()
         log.info("agent stopped")
 

@@ -9,7 +9,6 @@ When the master stops answering, the socket is closed and opened again
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -19,6 +18,7 @@ import zmq.asyncio
 from saltmarsh.pki.keys import Identity, curve_public
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.crypto import PeerCipher
+from saltmarsh.protocol.daemon import cancel_and_wait
 from saltmarsh.protocol.envelope import parse_outer, seal, verify
 from saltmarsh.protocol.errors import MalformedFrame, ProtocolError
 from saltmarsh.protocol.freshness import ReplayGuard
@@ -80,9 +80,8 @@ class RequestClient:
     async def close(self) -> None:
         """Stop receiving, fail pending requests, close the socket."""
         if self._receiver is not None:
-            self._receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._receiver
+            await cancel_and_wait([self._receiver])
+            self._receiver = None
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(MasterUnavailable("request channel closed"))
@@ -101,9 +100,14 @@ class RequestClient:
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[nonce] = future
         try:
-            await asyncio.wait_for(self._socket.send(frame), timeout)
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError as exc:
+            # asyncio.timeout, not wait_for: on Python 3.11, wait_for drops a cancellation that
+            # arrives together with the reply, and the cancelled task (the heartbeat) then never
+            # ends, so the agent hangs on SIGTERM.
+            async with asyncio.timeout(timeout):
+                await self._socket.send(frame)
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError as exc:
             raise MasterUnavailable(f"no reply to {message.KIND} within {timeout:.1f} s") from exc
         finally:
             self._pending.pop(nonce, None)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import zmq.asyncio
 
 from saltmarsh.pki.keys import Identity, encode_public_key
 from saltmarsh.pki.keystore import KeyStore
+from saltmarsh.protocol.daemon import cancel_and_wait
 from saltmarsh.protocol.messages import Events, FileRead, FileStat, Heartbeat, Hello, Returns
 
 from .agent_events import AgentEventRelay
@@ -90,11 +90,7 @@ class Master:
         try:
             await stop.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(tasks)
             self.close()
         log.info("master stopped")
 
