@@ -35,7 +35,6 @@ from pathlib import Path
 
 from saltmarsh.master.client import MasterClient
 from saltmarsh.protocol.targeting import make_target
-
 from tests.cluster import BIN, Cluster, wait_until
 
 SALT_SOURCE = "Salt 3008.4, measured on a 2-core machine (shared/salt-figures.md)"

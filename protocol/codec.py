@@ -38,6 +38,10 @@ def decode(data: bytes, kind: type[T], what: str = "message") -> T:
         raise MalformedFrame(f"{what} violates its schema: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise MalformedFrame(f"{what} is not valid msgpack: {exc}") from exc
+    except RecursionError as exc:
+        # msgspec stops at Python's recursion limit on deeply nested arrays and maps, and
+        # raises RecursionError rather than DecodeError: still just a malformed frame.
+        raise MalformedFrame(f"{what} is nested too deeply: {exc}") from exc
     return result
 
 

@@ -34,7 +34,7 @@ Sender = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 Kind = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 
 
-class Outer(msgspec.Struct, array_like=True, frozen=True):
+class Outer(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
     """The outer array of a frame, before the signature is checked."""
 
     sender: Sender
@@ -43,7 +43,7 @@ class Outer(msgspec.Struct, array_like=True, frozen=True):
     signature: Annotated[bytes, msgspec.Meta(min_length=SIGNATURE_SIZE, max_length=SIGNATURE_SIZE)]
 
 
-class Header(msgspec.Struct, array_like=True, frozen=True):
+class Header(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
     """The signed part of a frame: who, what, when, and the (encrypted) body."""
 
     v: int

@@ -8,6 +8,7 @@ expires entries in arrival order.
 from __future__ import annotations
 
 import collections
+import math
 import time
 from collections.abc import Callable
 
@@ -26,6 +27,10 @@ class ReplayGuard:
     def check(self, sender: str, ts: float, nonce: bytes) -> None:
         """Record (sender, nonce); raise StaleFrame or ReplayedFrame if it must be refused."""
         now = self._clock()
+        if not math.isfinite(ts):
+            # NaN compares false with everything, so it would pass the window check below
+            # and make a frame replayable forever once its nonce expires from the cache.
+            raise StaleFrame(f"timestamp {ts!r} is not a time")
         skew = ts - now
         if abs(skew) > self._window:
             raise StaleFrame(
