@@ -8,6 +8,7 @@ key submission only) -> header -> freshness -> decryption -> body schema.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from saltmarsh.protocol.transport import harden, tcp_endpoint
 from .publisher import MASTER_SENDER
 
 log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 256
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class RequestChannel:
         self._handlers: dict[str, Handler] = {}
         self._socket = ctx.socket(zmq.ROUTER)
         harden(self._socket, limits)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self.rejected = 0
 
     def bind(self, interface: str, port: int) -> None:
@@ -83,21 +87,38 @@ class RequestChannel:
         self._socket.close(linger=0)
 
     async def serve(self) -> None:
-        """Receive and answer frames until cancelled."""
+        """Receive frames until cancelled; each is answered in its own task.
+
+        One slow request (a file manifest being hashed) must not hold up every
+        other agent's, so requests do not wait for each other; the semaphore
+        bounds how many are in hand at once, so a flood cannot grow memory.
+        """
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         while True:
-            parts = await self._socket.recv_multipart(copy=False)
-            peer = _peer_address(parts[-1])
-            if len(parts) != 2:
-                self._reject(peer, MalformedFrame(f"{len(parts) - 1} frames in one message, expected 1"))
-                continue
+            await slots.acquire()
             try:
-                await self._handle(parts[0].bytes, parts[1].bytes)
-            except ProtocolError as exc:
-                self._reject(peer, exc)
-            except InvalidAgentId as exc:
-                self._reject(peer, exc)
-            except Exception:  # a bug in a handler must not take the channel down
-                log.exception("request from %s failed inside the master", peer)
+                parts = await self._socket.recv_multipart(copy=False)
+            except BaseException:
+                slots.release()
+                raise
+            task = asyncio.create_task(self._answer(parts))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(lambda _task: slots.release())
+
+    async def _answer(self, parts: list[zmq.Frame]) -> None:
+        peer = _peer_address(parts[-1])
+        if len(parts) != 2:
+            self._reject(peer, MalformedFrame(f"{len(parts) - 1} frames in one message, expected 1"))
+            return
+        try:
+            await self._handle(parts[0].bytes, parts[1].bytes)
+        except ProtocolError as exc:
+            self._reject(peer, exc)
+        except InvalidAgentId as exc:
+            self._reject(peer, exc)
+        except Exception:  # a bug in a handler must not take the channel down
+            log.exception("request from %s failed inside the master", peer)
 
     def _reject(self, peer: str, exc: Exception) -> None:
         self.rejected += 1

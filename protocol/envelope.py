@@ -2,17 +2,24 @@
 
 Wire form (msgpack array)::
 
-    [sender, presented_key, signed, signature]
+    [sender, presented_key, signed, signature, body]
 
-``signed`` is the msgpack of a :class:`Header` and ``signature`` is Ed25519
-over exactly those bytes. The receiver finds the verification key from
-``sender`` (the key store, or the pinned master key) or, for key submission
-only, from ``presented_key``; it verifies the signature *before* it decodes
-``signed``, so no field is trusted before it is authenticated.
+``signed`` is the msgpack of a :class:`SignedHeader` and ``signature`` is
+Ed25519 over exactly those bytes. The header commits to the (encrypted) body
+by its SHA-256, so the signature covers the body too while Ed25519 hashes
+only a small header: signing a 1 MiB image chunk costs a SHA-256 pass
+(0.5 ms here, with SHA-NI) instead of Ed25519's two SHA-512 passes (4 ms),
+which is what lets images cross at disk speed. The receiver finds the
+verification key from ``sender`` (the key store, or the pinned master key) or,
+for key submission only, from ``presented_key``; it verifies the signature
+*before* it decodes ``signed``, and checks the body against the signed digest
+before anything reads it, so no field is trusted before it is authenticated.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import time
 from typing import Annotated, Any
@@ -22,6 +29,7 @@ import nacl.exceptions
 import nacl.signing
 
 from saltmarsh.pki.keys import Identity
+
 from .codec import decode, encode
 from .errors import BadSignature, MalformedFrame, OversizedFrame
 from .limits import MAX_ID_LENGTH, Limits
@@ -29,6 +37,7 @@ from .version import PROTOCOL_VERSION
 
 NONCE_SIZE = 16
 SIGNATURE_SIZE = 64
+DIGEST_SIZE = 32
 
 Sender = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
 Kind = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
@@ -41,10 +50,11 @@ class Outer(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=
     presented_key: Annotated[bytes, msgspec.Meta(max_length=32)]
     signed: bytes
     signature: Annotated[bytes, msgspec.Meta(min_length=SIGNATURE_SIZE, max_length=SIGNATURE_SIZE)]
+    body: bytes
 
 
-class Header(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
-    """The signed part of a frame: who, what, when, and the (encrypted) body."""
+class SignedHeader(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """The signed part of a frame: who, what, when, and the SHA-256 of the (encrypted) body."""
 
     v: int
     kind: Kind
@@ -53,6 +63,19 @@ class Header(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields
     nonce: Annotated[bytes, msgspec.Meta(min_length=NONCE_SIZE, max_length=NONCE_SIZE)]
     reply_to: Annotated[bytes, msgspec.Meta(max_length=NONCE_SIZE)]
     key_id: Annotated[bytes, msgspec.Meta(max_length=16)]
+    body_sha256: Annotated[bytes, msgspec.Meta(min_length=DIGEST_SIZE, max_length=DIGEST_SIZE)]
+
+
+class Header(msgspec.Struct, frozen=True):
+    """A verified frame: the signed header's fields and the body that matched its digest."""
+
+    v: int
+    kind: str
+    sender: str
+    ts: float
+    nonce: bytes
+    reply_to: bytes
+    key_id: bytes
     body: bytes
 
 
@@ -68,11 +91,16 @@ def seal(
 ) -> tuple[bytes, bytes]:
     """Sign an already-encrypted body; return (frame, nonce)."""
     nonce = os.urandom(NONCE_SIZE)
-    header = Header(PROTOCOL_VERSION, kind, sender, time.time(), nonce, reply_to, key_id, body)
+    header = SignedHeader(PROTOCOL_VERSION, kind, sender, time.time(), nonce, reply_to, key_id,
+                          hashlib.sha256(body).digest())
+    return sign_frame(identity, header, body, present_key=present_key), nonce
+
+
+def sign_frame(identity: Identity, header: SignedHeader, body: bytes, *, present_key: bool = False) -> bytes:
+    """Encode ``header``, sign it, and wrap it with ``body`` into a frame (tests build odd headers with it)."""
     signed = encode(header)
     presented = identity.public_key if present_key else b""
-    frame = encode(Outer(sender, presented, signed, identity.sign(signed)))
-    return frame, nonce
+    return encode(Outer(header.sender, presented, signed, identity.sign(signed), body))
 
 
 def parse_outer(frame: bytes, limits: Limits) -> Outer:
@@ -89,12 +117,15 @@ def verify(outer: Outer, public_key: bytes | nacl.signing.VerifyKey) -> Header:
         key.verify(outer.signed, outer.signature)
     except nacl.exceptions.BadSignatureError as exc:
         raise BadSignature(f"signature of frame from {outer.sender!r} does not verify") from exc
-    header = decode(outer.signed, Header, "header")
+    header = decode(outer.signed, SignedHeader, "header")
     if header.v != PROTOCOL_VERSION:
         raise MalformedFrame(f"protocol version {header.v}, this end speaks {PROTOCOL_VERSION}")
     if header.sender != outer.sender:
         raise MalformedFrame(f"signed sender {header.sender!r} differs from {outer.sender!r}")
-    return header
+    if not hmac.compare_digest(hashlib.sha256(outer.body).digest(), header.body_sha256):
+        raise BadSignature(f"body of frame from {outer.sender!r} does not match its signed digest")
+    return Header(header.v, header.kind, header.sender, header.ts, header.nonce, header.reply_to, header.key_id,
+                  outer.body)
 
 
 def _verify_key(public_key: bytes) -> nacl.signing.VerifyKey:

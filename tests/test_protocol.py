@@ -26,9 +26,13 @@ def test_envelope_round_trip_and_tamper() -> None:
     with pytest.raises(BadSignature):
         verify(parse_outer(frame, LIMITS), mallory.public_key)
     tampered = bytearray(frame)
-    tampered[frame.index(b"body")] ^= 1
-    with pytest.raises(BadSignature):
+    tampered[frame.index(b"body")] ^= 1  # the body travels beside the signed header, committed by its digest
+    with pytest.raises(BadSignature, match="does not match its signed digest"):
         verify(parse_outer(bytes(tampered), LIMITS), alice.public_key)
+    header_flip = bytearray(frame)
+    header_flip[frame.index(b"heartbeat")] ^= 1
+    with pytest.raises(BadSignature, match="signature of frame"):
+        verify(parse_outer(bytes(header_flip), LIMITS), alice.public_key)
 
 
 def test_envelope_size_and_shape() -> None:

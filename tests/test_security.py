@@ -25,7 +25,7 @@ import zmq
 from saltmarsh.pki.keys import Identity, encode_public_key
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.crypto import SessionCipher
-from saltmarsh.protocol.envelope import Header, Outer, parse_outer, seal, verify
+from saltmarsh.protocol.envelope import Outer, SignedHeader, parse_outer, seal, verify
 from saltmarsh.protocol.errors import UndecryptableBody
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Job, Refused, Returns, Welcome
@@ -211,7 +211,7 @@ def test_replayed_and_stale_frames_are_refused(cluster: Cluster, zctx: zmq.Conte
         # The same hand-made frame with the current time is accepted: only the time was wrong.
         fresh = sealed_at(time.time(), "fresh")
         victim.send_frame(fresh)
-        fresh_nonce = decode(decode(fresh, Outer).signed, Header).nonce
+        fresh_nonce = decode(decode(fresh, Outer).signed, SignedHeader).nonce
         ack = victim.reply_to(fresh_nonce)  # no reply to the replay or the stale frames came first
         assert isinstance(ack, Ack) and ack.jids == [jid]
         assert {a: r["result"] for a, r in returns_of(cluster, jid).items()} == {"victim": "fresh"}
@@ -254,7 +254,8 @@ def test_agent_refuses_forged_replayed_and_stale_frames_from_its_master(tmp_path
         # and a genuine push sent twice
         body = box(fake.identity, fake.agent_public).encrypt(encode(Ack()))
         outer = decode(seal(Identity.generate(), "master", Ack.KIND, body, present_key=True)[0], Outer)
-        fake.send_to_agent(encode(Outer(outer.sender, fake.identity.public_key, outer.signed, outer.signature)))
+        fake.send_to_agent(encode(Outer(outer.sender, fake.identity.public_key, outer.signed, outer.signature,
+                                        outer.body)))
         push = fake.reply_frame(Welcome(state="accepted", session_key=fake.session.key, heartbeat_seconds=30.0))
         fake.send_to_agent(push)
         fake.send_to_agent(push)
@@ -307,8 +308,8 @@ def test_an_agent_cannot_speak_as_another(cluster: Cluster, zctx: zmq.Context[An
         assert isinstance(conflict, Welcome) and conflict.state == "conflict" and not conflict.session_key
         assert cluster.cli_json("key", "finger", "victim") == {"victim": victim.identity.fingerprint}
         # Verified with hv1's own key but the signed header names victim as sender.
-        inner = decode(request_frame(hv1, "victim", forged, pub)[0], Outer).signed
-        as_hv1 = encode(Outer("hv1", b"", inner, hv1.sign(inner)))
+        inner = decode(request_frame(hv1, "victim", forged, pub)[0], Outer)
+        as_hv1 = encode(Outer("hv1", b"", inner.signed, hv1.sign(inner.signed), inner.body))
         impostor.send_frame(as_hv1)
         wait_lines(cluster.master, r"rejected frame from \S+: signed sender 'victim' differs from 'hv1'", 1)
         # As itself, hv1 may not fire events under victim's tags or the master's.
