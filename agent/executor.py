@@ -9,8 +9,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import msgspec
-
 from saltmarsh.protocol.codec import encode
 from saltmarsh.protocol.messages import ErrorInfo, Job, JobReturn
 
@@ -21,6 +19,7 @@ from .outbox import ReturnOutbox
 log = logging.getLogger(__name__)
 
 SEEN_JIDS = 10_000
+MAX_RESULT_BYTES = 1024 * 1024
 
 
 class Executor:
@@ -62,11 +61,11 @@ def run_function(ctx: FunctionContext, job: Job) -> JobReturn:
     started = time.time()
     try:
         result: Any = functions.call(job.fun, ctx, list(job.args), dict(job.kwargs))
-        encode(result)  # a result we cannot send is the function's error, found here
+        size = len(encode(result))  # a result we cannot send is the function's error, found here
+        if size > MAX_RESULT_BYTES:
+            raise ValueError(f"result of {size} bytes exceeds the {MAX_RESULT_BYTES}-byte limit of a return")
         return JobReturn(jid=job.jid, fun=job.fun, success=True, result=result,
                          started=started, duration=time.time() - started)
-    except (TypeError, msgspec.EncodeError) as exc:
-        error = ErrorInfo(type=type(exc).__name__, message=str(exc)[:4000])
     except Exception as exc:  # any failure of the function is reported, never lost
         error = ErrorInfo(type=type(exc).__name__, message=str(exc)[:4000])
     log.info("job %s %s failed: %s: %s", job.jid, job.fun, error.type, error.message)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from saltmarsh.protocol.codec import encode
 from saltmarsh.protocol.messages import Ack, AgentEvent, Events, JobReturn, Message, Returns
 
 from .errors import AgentError
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 Send = Callable[[Message], Awaitable[Message]]
 
 RETURN_BATCH = 100
+# Well under the default 4 MiB frame limit; a single result is capped at MAX_RESULT_BYTES by the executor.
+RETURN_BATCH_BYTES = 2 * 1024 * 1024
 EVENT_BATCH = 500
 EVENT_QUEUE = 100_000
 IN_FLIGHT = 4
@@ -62,7 +65,7 @@ class ReturnOutbox:
         while True:
             await self._wakeup.wait()
             await ready.wait()
-            batch = list(self._pending.values())[:RETURN_BATCH]
+            batch = _bounded_batch(list(self._pending.values())[:RETURN_BATCH])
             if not batch:
                 self._wakeup.clear()
                 continue
@@ -77,6 +80,18 @@ class ReturnOutbox:
                     self._pending.pop(jid, None)
             if not self._pending:
                 self._wakeup.clear()
+
+
+def _bounded_batch(returns: list[JobReturn]) -> list[JobReturn]:
+    """The leading returns whose encoded size fits RETURN_BATCH_BYTES (always at least one)."""
+    batch: list[JobReturn] = []
+    size = 0
+    for ret in returns:
+        size += len(encode(ret))
+        if batch and size > RETURN_BATCH_BYTES:
+            break
+        batch.append(ret)
+    return batch
 
 
 class EventOutbox:

@@ -9,6 +9,7 @@ fetches that key, then processed, so a rotation loses no job.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 from collections.abc import Callable
 
@@ -77,14 +78,19 @@ class JobSubscriber:
         held, self._held = list(self._held), collections.deque(maxlen=HELD_FRAMES)
         for header in held:
             if header.key_id == key.key_id:
-                self._guarded(lambda: self._open(header))
+                self._guarded(functools.partial(self._open, header))
             else:
                 log.warning("dropped a job frame sealed with session key %s, which this agent never held",
                             header.key_id.hex())
 
     def drop_session(self) -> None:
-        """Forget the session key (our key was refused)."""
+        """Forget the session key and any held frames (our key was refused).
+
+        Frames held while cut off must not run if the key is accepted again later:
+        they were published while this agent was not supposed to receive them.
+        """
         self._session, self._cipher = None, None
+        self._held.clear()
 
     def close(self) -> None:
         """Close the socket."""
@@ -94,7 +100,7 @@ class JobSubscriber:
         """Receive job frames until cancelled."""
         while True:
             parts = await self._socket.recv_multipart()
-            self._guarded(lambda: self._receive(parts))
+            self._guarded(functools.partial(self._receive, parts))
 
     def _guarded(self, step: Callable[[], None]) -> None:
         try:

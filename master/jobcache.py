@@ -91,18 +91,27 @@ class JobCache:
             )
             self._db.executemany("INSERT INTO expected VALUES (?, ?)", [(job.jid, a) for a in expected])
 
-    def add_returns(self, agent_id: str, returns: list[JobReturn]) -> list[JobReturn]:
-        """Store returns; give back those that were new (a duplicate (jid, agent) is ignored)."""
+    def add_returns(self, agent_id: str, returns: list[JobReturn]) -> tuple[list[JobReturn], list[str]]:
+        """Store returns; give back (those that were new, jids this agent was never sent).
+
+        A duplicate (jid, agent) is ignored; a return for a job that did not expect
+        this agent is refused, so no agent can write into another job's record.
+        """
         fresh: list[JobReturn] = []
+        unexpected: list[str] = []
         now = time.time()
         with self.transaction():
             for ret in returns:
+                if self._db.execute("SELECT 1 FROM expected WHERE jid = ? AND agent_id = ?",
+                                    (ret.jid, agent_id)).fetchone() is None:
+                    unexpected.append(ret.jid)
+                    continue
                 cursor = self._db.execute(
                     "INSERT OR IGNORE INTO returns VALUES (?, ?, ?, ?)", (ret.jid, agent_id, encode(ret), now)
                 )
                 if cursor.rowcount:
                     fresh.append(ret)
-        return fresh
+        return fresh, unexpected
 
     def get_job(self, jid: str) -> JobRecord | None:
         """The job ``jid`` with its expected agents, or None."""

@@ -66,7 +66,10 @@ class JobRouter:
         """Persist returns, then acknowledge them (duplicates are acknowledged, not stored twice)."""
         assert isinstance(req.body, Returns)
         self._presence.seen(req.agent_id, req.routing_id)
-        for ret in self._cache.add_returns(req.agent_id, req.body.returns):
+        fresh, unexpected = self._cache.add_returns(req.agent_id, req.body.returns)
+        for jid in unexpected:
+            log.warning("refused return from %s for job %s, which was not sent to it", req.agent_id, jid)
+        for ret in fresh:
             self._bus.fire(job_ret_tag(ret.jid, req.agent_id), return_data(req.agent_id, ret), agent=req.agent_id)
         return Ack(jids=[r.jid for r in req.body.returns])
 

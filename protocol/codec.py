@@ -8,7 +8,6 @@ hand-written validator. Every decoding error becomes MalformedFrame here.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, TypeVar
 
 import msgspec
@@ -25,9 +24,15 @@ def encode(obj: Any) -> bytes:
     return _encoder.encode(obj)
 
 
-@lru_cache(maxsize=None)
+_decoders: dict[Any, msgspec.msgpack.Decoder[Any]] = {}
+
+
 def _decoder(kind: Any) -> msgspec.msgpack.Decoder[Any]:
-    return msgspec.msgpack.Decoder(kind)
+    # One decoder per type, built on first use (building one compiles the schema).
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.msgpack.Decoder(kind)
+    return decoder
 
 
 def decode(data: bytes, kind: type[T], what: str = "message") -> T:

@@ -33,7 +33,7 @@ class Message(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 # ---- agent -> master, request channel ------------------------------------------------
 
 
-class Hello(Message):
+class Hello(Message, frozen=True):
     """Agent -> master, plaintext: submit the agent's key and ask for the session key.
 
     The only message an unaccepted key may send. The envelope presents the
@@ -48,7 +48,7 @@ class Hello(Message):
     token: Annotated[bytes, msgspec.Meta(max_length=256)] = b""
 
 
-class Heartbeat(Message):
+class Heartbeat(Message, frozen=True):
     """Agent -> master, Box: I am alive; ``key_id`` is the session key I hold."""
 
     KIND: ClassVar[str] = "heartbeat"
@@ -74,7 +74,7 @@ class JobReturn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     duration: float = 0.0
 
 
-class Returns(Message):
+class Returns(Message, frozen=True):
     """Agent -> master, Box: job returns; acknowledged by jid once persisted."""
 
     KIND: ClassVar[str] = "returns"
@@ -89,7 +89,7 @@ class AgentEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ts: float = 0.0
 
 
-class Events(Message):
+class Events(Message, frozen=True):
     """Agent -> master, Box: a batch of events (batched so one signature covers many)."""
 
     KIND: ClassVar[str] = "events"
@@ -99,7 +99,7 @@ class Events(Message):
 # ---- master -> agent, request channel ---------------------------------------------------
 
 
-class Welcome(Message):
+class Welcome(Message, frozen=True):
     """Master -> agent, Box: the key's state and, once accepted, the publish session key."""
 
     KIND: ClassVar[str] = "welcome"
@@ -109,7 +109,7 @@ class Welcome(Message):
     reason: ShortText = ""
 
 
-class Ack(Message):
+class Ack(Message, frozen=True):
     """Master -> agent, Box: these jids' returns (or this events batch) are persisted."""
 
     KIND: ClassVar[str] = "ack"
@@ -117,7 +117,7 @@ class Ack(Message):
     key_id: Annotated[bytes, msgspec.Meta(max_length=16)] = b""
 
 
-class Refused(Message):
+class Refused(Message, frozen=True):
     """Master -> agent, Box: the request was refused; the agent must authenticate again."""
 
     KIND: ClassVar[str] = "refused"
@@ -136,7 +136,7 @@ class Target(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     labels: Labels = {}
 
 
-class Job(Message):
+class Job(Message, frozen=True):
     """Master -> agents, session key: run ``fun`` with args on the targeted agents."""
 
     KIND: ClassVar[str] = "job"
@@ -154,14 +154,14 @@ FilePath = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
 MAX_CHUNK = 1024 * 1024
 
 
-class FileStat(Message):
+class FileStat(Message, frozen=True):
     """Agent -> master: describe the file at ``path`` under the master's file roots."""
 
     KIND: ClassVar[str] = "file_stat"
     path: FilePath
 
 
-class FileInfo(Message):
+class FileInfo(Message, frozen=True):
     """Master -> agent: size, sha256 of the whole, and the sha256 of every chunk."""
 
     KIND: ClassVar[str] = "file_info"
@@ -173,7 +173,7 @@ class FileInfo(Message):
                       msgspec.Meta(max_length=120_000)]
 
 
-class FileRead(Message):
+class FileRead(Message, frozen=True):
     """Agent -> master: send chunk ``index`` of ``path``."""
 
     KIND: ClassVar[str] = "file_read"
@@ -181,7 +181,7 @@ class FileRead(Message):
     index: Annotated[int, msgspec.Meta(ge=0)]
 
 
-class FileData(Message):
+class FileData(Message, frozen=True):
     """Master -> agent: one chunk."""
 
     KIND: ClassVar[str] = "file_data"
@@ -189,7 +189,7 @@ class FileData(Message):
     data: Annotated[bytes, msgspec.Meta(max_length=MAX_CHUNK)]
 
 
-class Failed(Message):
+class Failed(Message, frozen=True):
     """Master -> agent: this request cannot be served (the reason is for the agent's log)."""
 
     KIND: ClassVar[str] = "failed"

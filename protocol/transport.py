@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import zmq
 
 from .limits import Limits
 
 
-def harden(socket: zmq.Socket[bytes], limits: Limits) -> None:
+def harden(socket: zmq.Socket[Any], limits: Limits) -> None:
     """Apply the options every network socket gets.
 
     MAXMSGSIZE makes libzmq drop a peer that sends a frame far past our limit

@@ -302,7 +302,8 @@ def test_agent_rejects_each_malformed_frame_on_both_channels_and_keeps_serving(
             ([topic, os.urandom(LIMIT + 1)], rf"frame of {LIMIT + 1} bytes exceeds the {LIMIT}-byte limit"),
             ([topic, job_frame, b"extra"], r"3 frames in a published message, expected 2"),
             ([topic, encode({"jid": "1"})], r"envelope violates its schema"),
-            ([topic, encode(["master", b"", b"x", b"\0" * 64, b""])], r"signature of frame from 'master' does not verify"),
+            ([topic, encode(["master", b"", b"x", b"\0" * 64, b""])],
+             r"signature of frame from 'master' does not verify"),
         ]
         before = len(rejections(agent))
         for parts, _ in publish_cases:

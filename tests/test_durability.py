@@ -42,6 +42,11 @@ def test_agent_runs_a_jid_once_even_if_published_twice(cluster: Cluster) -> None
     finally:
         pub.close(linger=0)
         ctx.term()
+    # The master never sent that job: when it is back, the agent's return for it is refused, not stored.
+    cluster.start_master()
+    wait_until(lambda: f"refused return from hv1 for job {job.jid}, which was not sent to it" in cluster.master.log(),
+               timeout=20, what="the foreign return to be refused")
+    assert cluster.cli("job", "show", job.jid, check=False).returncode == 1
 
 
 def test_return_of_a_job_survives_a_master_crash(cluster: Cluster) -> None:
