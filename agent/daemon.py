@@ -2,46 +2,31 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import sys
-from pathlib import Path
+
+import zmq
 
 from saltmarsh.pki.errors import PkiError
-from saltmarsh.protocol.daemon import LOG_LEVELS, setup_logging, stop_on_signals
-from saltmarsh.protocol.errors import ConfigError
+from saltmarsh.protocol.daemon import DaemonSpec, daemon_main
 
 from .agent import Agent
-from .config import DEFAULT_CONFIG_DIR, AgentConfig, load_agent_config
+from .config import CONFIG_FILE, DEFAULT_CONFIG_DIR, AgentConfig, load_agent_config
 
-log = logging.getLogger("saltmarsh.agent")
+SPEC: DaemonSpec[AgentConfig] = DaemonSpec(
+    prog="saltmarsh-agent",
+    description="Run a saltmarsh agent.",
+    config_file=CONFIG_FILE,
+    default_config_dir=DEFAULT_CONFIG_DIR,
+    load_config=load_agent_config,
+    log_level_of=lambda config: config.log_level,
+    build=Agent,
+    fatal=(PkiError, OSError, zmq.ZMQError),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, load the config, and run the agent; exit 0 on a clean stop."""
-    parser = argparse.ArgumentParser(prog="saltmarsh-agent", description="Run a saltmarsh agent.")
-    parser.add_argument("-c", "--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="holds agent.yaml")
-    parser.add_argument("-l", "--log-level", choices=LOG_LEVELS, help="overrides log_level in agent.yaml")
-    args = parser.parse_args(argv)
-    try:
-        config = load_agent_config(args.config_dir)
-    except ConfigError as exc:
-        print(f"saltmarsh-agent: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(args.log_level or config.log_level)
-    try:
-        asyncio.run(_run(config))
-    except (PkiError, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    return 0
-
-
-async def _run(config: AgentConfig) -> None:
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    await Agent(config).run(stop)
+    """Entry point of ``saltmarsh-agent``."""
+    return daemon_main(SPEC, argv)
 
 
 if __name__ == "__main__":

@@ -2,48 +2,31 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
 import sys
-from pathlib import Path
 
 import zmq
 
 from saltmarsh.pki.errors import PkiError
-from saltmarsh.protocol.daemon import LOG_LEVELS, setup_logging, stop_on_signals
-from saltmarsh.protocol.errors import ConfigError
+from saltmarsh.protocol.daemon import DaemonSpec, daemon_main
 
-from .config import DEFAULT_CONFIG_DIR, MasterConfig, load_master_config
+from .config import CONFIG_FILE, DEFAULT_CONFIG_DIR, MasterConfig, load_master_config
 from .server import Master
 
-log = logging.getLogger("saltmarsh.master")
+SPEC: DaemonSpec[MasterConfig] = DaemonSpec(
+    prog="saltmarsh-master",
+    description="Run the saltmarsh master.",
+    config_file=CONFIG_FILE,
+    default_config_dir=DEFAULT_CONFIG_DIR,
+    load_config=load_master_config,
+    log_level_of=lambda config: config.log_level,
+    build=Master,
+    fatal=(PkiError, OSError, zmq.ZMQError),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, load the config, and run the master; exit 0 on a clean stop."""
-    parser = argparse.ArgumentParser(prog="saltmarsh-master", description="Run the saltmarsh master.")
-    parser.add_argument("-c", "--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="holds master.yaml")
-    parser.add_argument("-l", "--log-level", choices=LOG_LEVELS, help="overrides log_level in master.yaml")
-    args = parser.parse_args(argv)
-    try:
-        config = load_master_config(args.config_dir)
-    except ConfigError as exc:
-        print(f"saltmarsh-master: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(args.log_level or config.log_level)
-    try:
-        asyncio.run(_run(config))
-    except (PkiError, OSError, zmq.ZMQError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
-    return 0
-
-
-async def _run(config: MasterConfig) -> None:
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    await Master(config).run(stop)
+    """Entry point of ``saltmarsh-master``."""
+    return daemon_main(SPEC, argv)
 
 
 if __name__ == "__main__":

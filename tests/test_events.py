@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 from pathlib import Path
 
-from saltmarsh.master.client import MasterClient
-from saltmarsh.master.eventbus import Event
-
-from .cluster import BIN, Cluster
+from .cluster import BIN, Cluster, EventRecorder, wait_until
 
 # A subscriber started as a separate process is live once it has its reply; tests give it this
 # long before raising the events it must see.
@@ -62,27 +58,15 @@ def test_glob_subscription_and_count(cluster: Cluster) -> None:
 
 def test_agent_fires_its_own_events_but_not_the_masters(cluster: Cluster) -> None:
     cluster.start_agents("hv1")
-    received: list[Event] = []
-    with MasterClient.from_config_dir(cluster.master_dir) as client:
-        ready = threading.Event()
-
-        def listen() -> None:
-            with MasterClient.from_config_dir(cluster.master_dir) as listener:
-                ready.set()
-                for event in listener.events("", idle_timeout=3):
-                    received.append(event)
-
-        thread = threading.Thread(target=listen)
-        thread.start()
-        ready.wait()
-        time.sleep(SUBSCRIBE_GRACE)
-        assert client.call("master.ping")["fingerprint"]
+    recorder = EventRecorder(cluster, "", idle_timeout=30)
+    recorder.ready("hv1", "app/probe")
     cluster.cli("run", "hv1", "event.send", "app/deploy/done", '{"version": 3}')
     cluster.cli("run", "hv1", "event.send", "saltmarsh/agent/hv1/custom/thing", "1")
     cluster.cli("run", "hv1", "event.send", "saltmarsh/job/20250101000000000000/ret/hv2", "forged")
     cluster.cli("run", "hv1", "event.send", "saltmarsh/agent/hv2/down", "forged")
-    thread.join(timeout=20)
-    by_tag = {e.tag: e for e in received}
+    cluster.cli("run", "hv1", "event.send", "app/last", "1")  # events of one agent arrive in order
+    wait_until(lambda: "app/last" in recorder.tags(), what="the last event")
+    by_tag = {e.tag: e for e in recorder.events}
     assert by_tag["app/deploy/done"].data == {"version": 3} and by_tag["app/deploy/done"].agent == "hv1"
     assert "saltmarsh/agent/hv1/custom/thing" in by_tag
     assert "saltmarsh/job/20250101000000000000/ret/hv2" not in by_tag
