@@ -31,7 +31,9 @@ from .publisher import MASTER_SENDER
 
 log = logging.getLogger(__name__)
 
-MAX_IN_FLIGHT = 256
+# Enough that a slow request (a manifest being hashed) blocks no one; few enough that a burst of
+# event batches cannot pile up decoded in memory (each in-flight batch holds up to 500 events).
+MAX_IN_FLIGHT = 16
 
 
 @dataclass(frozen=True)
