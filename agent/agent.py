@@ -18,11 +18,12 @@ from saltmarsh.protocol.version import VERSION
 
 from .channel import RequestClient
 from .config import AgentConfig
-from .errors import MasterUnavailable, NotAuthenticated
+from .errors import AgentError, MasterUnavailable, NotAuthenticated
 from .executor import Executor
 from .functions import FunctionContext, MasterAddress
 from .outbox import EventOutbox, ReturnOutbox
 from .subscriber import JobSubscriber
+from .tls import LibvirtTls
 from .trust import MasterTrust
 from .virt.events import DomainEventWatcher, start_event_loop
 from .virt.host import LibvirtHost
@@ -64,9 +65,10 @@ class Agent:
             return asyncio.run_coroutine_threadsafe(self.send(message, timeout), loop)
 
         images = ImageCache(cfg.virt.images_dir, cfg.agent_id, request, self.events.fire_threadsafe)
+        self.tls = LibvirtTls(cfg.pki_root, cfg.tls_names, request, cfg.tls_renew_fraction)
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
                               self.libvirt, cfg.virt, images,
-                              MasterAddress(cfg.master, cfg.publish_port, cfg.request_port))
+                              MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls)
         self.executor = Executor(ctx, cfg.worker_threads, self.returns)
         self.channel = RequestClient(
             self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,
@@ -84,6 +86,8 @@ class Agent:
             asyncio.create_task(self.returns.run(self.send, self.accepted), name="returns"),
             asyncio.create_task(self.events.run(self.send, self.accepted), name="events"),
         ]
+        if cfg.libvirt_tls:
+            tasks.append(asyncio.create_task(self._tls_loop(), name="libvirt-tls"))
         try:
             await stop.wait()
         finally:
@@ -181,6 +185,17 @@ class Agent:
         self.accepted.clear()
         self.subscriber.drop_session()
         self._reauth.set()
+
+    async def _tls_loop(self) -> None:
+        """Keep libvirt's TLS certificates issued, renewed and the CRL fresh (libvirt_tls: true)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self.accepted.wait()
+            try:
+                await loop.run_in_executor(None, self.tls.check)
+            except AgentError as exc:
+                log.warning("libvirt TLS certificates not updated: %s", exc)
+            await asyncio.sleep(self.config.tls_check_seconds)
 
     async def _heartbeat_loop(self) -> None:
         failures = 0

@@ -43,6 +43,11 @@ class AgentFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=4096)] = Limits.max_frame
     freshness_seconds: PositiveSeconds = Limits.freshness_seconds
     virt: VirtFile = msgspec.field(default_factory=VirtFile)
+    libvirt_tls: bool = False  # get libvirt TLS certificates from the master's CA at start, and renew them
+    pki_root: str = "/etc/pki"
+    tls_names: list[str] = []  # names besides the agent id (host names, IPs) the certificates carry
+    tls_renew_fraction: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 2 / 3
+    tls_check_seconds: PositiveSeconds = 300.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,11 @@ class AgentConfig:
     request_timeout_seconds: float
     limits: Limits
     virt: VirtConfig
+    libvirt_tls: bool
+    pki_root: Path
+    tls_names: list[str]
+    tls_renew_fraction: float
+    tls_check_seconds: float
 
     @property
     def key_path(self) -> Path:
@@ -111,4 +121,9 @@ def load_agent_config(config_dir: Path) -> AgentConfig:
         request_timeout_seconds=raw.request_timeout_seconds,
         limits=Limits(max_frame=raw.max_frame_bytes, freshness_seconds=raw.freshness_seconds),
         virt=VirtConfig.from_file(raw.virt, lambda value: resolve_dir(config_dir, value), root_dir),
+        libvirt_tls=raw.libvirt_tls,
+        pki_root=resolve_dir(config_dir, raw.pki_root),
+        tls_names=[agent_id, *(n for n in raw.tls_names if n != agent_id)],
+        tls_renew_fraction=raw.tls_renew_fraction,
+        tls_check_seconds=raw.tls_check_seconds,
     )

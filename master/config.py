@@ -8,11 +8,22 @@ from typing import Annotated
 
 import msgspec
 
+from saltmarsh.pki.ca import CaSettings
 from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
 from saltmarsh.protocol.limits import Limits
 
 DEFAULT_CONFIG_DIR = Path("/etc/saltmarsh")
 CONFIG_FILE = "master.yaml"
+
+
+class PkiFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The ``pki:`` section: the CA for libvirt TLS and which names each agent may certify."""
+
+    ca_common_name: str = CaSettings.common_name
+    ca_days: Annotated[int, msgspec.Meta(ge=1)] = CaSettings.ca_days
+    cert_days: Annotated[int, msgspec.Meta(ge=1)] = CaSettings.cert_days
+    default_names: list[str] = []
+    allowed_names: dict[str, list[str]] = {}
 
 
 class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -29,6 +40,7 @@ class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=4096)] = Limits.max_frame
     freshness_seconds: PositiveSeconds = Limits.freshness_seconds
     file_roots: list[str] = []
+    pki: PkiFile = msgspec.field(default_factory=PkiFile)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,9 @@ class MasterConfig:
     heartbeat_seconds: float
     limits: Limits
     file_roots: list[Path]
+    ca: CaSettings
+    cert_default_names: list[str]
+    cert_allowed_names: dict[str, list[str]]
 
     @property
     def control_dir(self) -> Path:
@@ -73,6 +88,11 @@ class MasterConfig:
         return self.root_dir / "pki" / "session.key"
 
     @property
+    def ca_dir(self) -> Path:
+        """The libvirt CA (its key never leaves this directory)."""
+        return self.root_dir / "pki" / "ca"
+
+    @property
     def job_cache_path(self) -> Path:
         """The SQLite job cache."""
         return self.root_dir / "jobs.sqlite"
@@ -93,4 +113,7 @@ def load_master_config(config_dir: Path) -> MasterConfig:
         heartbeat_seconds=raw.heartbeat_seconds,
         limits=Limits(max_frame=raw.max_frame_bytes, freshness_seconds=raw.freshness_seconds),
         file_roots=[resolve_dir(config_dir, root) for root in raw.file_roots],
+        ca=CaSettings(common_name=raw.pki.ca_common_name, ca_days=raw.pki.ca_days, cert_days=raw.pki.cert_days),
+        cert_default_names=list(raw.pki.default_names),
+        cert_allowed_names={k: list(v) for k, v in raw.pki.allowed_names.items()},
     )

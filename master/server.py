@@ -7,12 +7,14 @@ import logging
 
 import zmq.asyncio
 
+from saltmarsh.pki.ca import CertificateAuthority
 from saltmarsh.pki.keys import Identity, encode_public_key
 from saltmarsh.pki.keystore import KeyStore
 from saltmarsh.protocol.daemon import cancel_and_wait
-from saltmarsh.protocol.messages import Events, FileRead, FileStat, Heartbeat, Hello, Returns
+from saltmarsh.protocol.messages import CertRequest, CrlRequest, Events, FileRead, FileStat, Heartbeat, Hello, Returns
 
 from .agent_events import AgentEventRelay
+from .certificates import CertificateService
 from .config import MasterConfig
 from .control import ControlServer
 from .controller import Controller
@@ -70,6 +72,12 @@ class Master:
         files = FileRequests(FileServer(config.file_roots))
         self.channel.on(FileStat.KIND, files.on_stat)
         self.channel.on(FileRead.KIND, files.on_read)
+        self.certificates = CertificateService(CertificateAuthority(config.ca_dir, config.ca), self.bus,
+                                               config.cert_allowed_names, config.cert_default_names)
+        self.channel.on(CertRequest.KIND, self.certificates.on_cert_request)
+        self.channel.on(CrlRequest.KIND, self.certificates.on_crl_request)
+        for state in ("rejected", "deleted"):
+            self.bus.subscribe(f"saltmarsh/key/*/{state}", self.certificates.on_key_revoked)
         self.control = ControlServer(self._zmq, self)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -3,7 +3,8 @@
     PkiError                any key or key-store problem
     ├── InvalidAgentId      an id that is not a safe name (path separators, length, control chars)
     ├── KeyFileError        a key file is missing, unreadable, or not a key
-    └── KeyConflict         a different public key is submitted for an id that already has one
+    ├── KeyConflict         a different public key is submitted for an id that already has one
+    └── CsrRefused          a CSR that is malformed, forged, or asks for a name the agent may not use
 """
 
 
@@ -21,3 +22,7 @@ class KeyFileError(PkiError, OSError):
 
 class KeyConflict(PkiError):
     """Raised when an id already has a different key in the store."""
+
+
+class CsrRefused(PkiError):
+    """Raised when a certificate request is malformed, forged, or names a host the agent may not use."""

@@ -196,7 +196,45 @@ class Failed(Message, frozen=True):
     reason: Annotated[str, msgspec.Meta(max_length=512)]
 
 
+# ---- libvirt TLS certificates from the master's CA, request channel, Box ---------------
+
+Pem = Annotated[bytes, msgspec.Meta(max_length=16 * 1024)]
+
+
+class CertRequest(Message, frozen=True):
+    """Agent -> master: sign these CSRs (the agent's own keys) for libvirt's server and client roles."""
+
+    KIND: ClassVar[str] = "cert_request"
+    server_csr: Pem
+    client_csr: Pem
+
+
+class CertIssued(Message, frozen=True):
+    """Master -> agent: the signed certificates, the CA certificate and the current CRL."""
+
+    KIND: ClassVar[str] = "cert_issued"
+    ca_cert: Pem
+    server_cert: Pem
+    client_cert: Pem
+    crl: Annotated[bytes, msgspec.Meta(max_length=1024 * 1024)]
+
+
+class CrlRequest(Message, frozen=True):
+    """Agent -> master: send the current CRL."""
+
+    KIND: ClassVar[str] = "crl_request"
+
+
+class CrlData(Message, frozen=True):
+    """Master -> agent: the current CRL (PEM)."""
+
+    KIND: ClassVar[str] = "crl_data"
+    crl: Annotated[bytes, msgspec.Meta(max_length=1024 * 1024)]
+
+
 REQUEST_KINDS: dict[str, type[Message]] = {
-    m.KIND: m for m in (Hello, Heartbeat, Returns, Events, FileStat, FileRead)
+    m.KIND: m for m in (Hello, Heartbeat, Returns, Events, FileStat, FileRead, CertRequest, CrlRequest)
 }
-REPLY_KINDS: dict[str, type[Message]] = {m.KIND: m for m in (Welcome, Ack, Refused, FileInfo, FileData, Failed)}
+REPLY_KINDS: dict[str, type[Message]] = {
+    m.KIND: m for m in (Welcome, Ack, Refused, FileInfo, FileData, Failed, CertIssued, CrlData)
+}

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import FunctionError
+from ..tls import LibvirtTls
 from ..virt.host import LibvirtHost
 from ..virt.images import ImageCache
 from ..virt.profiles import VirtConfig
@@ -41,6 +42,7 @@ class FunctionContext:
     virt: VirtConfig
     images: ImageCache
     master: MasterAddress
+    tls: LibvirtTls
 
 
 Function = Callable[..., Any]
@@ -79,5 +81,5 @@ def usage(name: str) -> str:
 
 def load_all() -> None:
     """Import every function module so that its functions register."""
-    from ..virt import create, inventory, lifecycle, networks, snapshots  # noqa: F401
+    from ..virt import create, inventory, keys, lifecycle, networks, snapshots  # noqa: F401
     from . import event, host, system, testing  # noqa: F401

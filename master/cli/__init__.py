@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import DEFAULT_CONFIG_DIR
 from ..errors import MasterError
-from . import events, jobs, keys, virt
+from . import events, jobs, keys, pki, virt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="saltmarsh", description="Control a saltmarsh master.")
     parser.add_argument("-c", "--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="holds master.yaml")
     sub = parser.add_subparsers(dest="command", required=True)
-    for family in (keys, jobs, events, virt):
+    for family in (keys, jobs, events, virt, pki):
         family.register(sub)
     return parser
 

@@ -1,0 +1,109 @@
+"""libvirt TLS on the agent: its own keys, certificates from the master's CA, renewal, the CRL.
+
+Files are written in libvirt's layout under ``pki_root`` (default /etc/pki),
+each atomically, private keys 0600:
+
+    CA/cacert.pem  CA/cacrl.pem  libvirt/servercert.pem  libvirt/private/serverkey.pem
+    libvirt/clientcert.pem  libvirt/private/clientkey.pem
+
+Certificates are renewed once ``renew_fraction`` of their lifetime has passed;
+the CRL is fetched again at every check so that a revoked peer is refused.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from saltmarsh.pki.csr import build_csr, key_pem, new_key
+from saltmarsh.pki.files import write_atomic, write_secret
+from saltmarsh.protocol.messages import CertIssued, CertRequest, CrlData, CrlRequest, Failed, Message
+
+from .errors import AgentError
+
+log = logging.getLogger(__name__)
+
+Request = Callable[[Message, float], "Future[Message]"]
+REQUEST_TIMEOUT = 30.0
+
+
+class CertificateRefused(AgentError):
+    """The master refused our certificate request (the reason says why)."""
+
+
+class LibvirtTls:
+    """Keeps this host's libvirt certificates issued, renewed, and its CRL current."""
+
+    def __init__(self, root: Path, names: list[str], request: Request, renew_fraction: float) -> None:
+        self._root = root
+        self._names = names
+        self._request = request
+        self._renew_fraction = renew_fraction
+
+    @property
+    def files(self) -> dict[str, Path]:
+        """libvirt's files under the root."""
+        return {
+            "ca_cert": self._root / "CA" / "cacert.pem",
+            "crl": self._root / "CA" / "cacrl.pem",
+            "server_cert": self._root / "libvirt" / "servercert.pem",
+            "server_key": self._root / "libvirt" / "private" / "serverkey.pem",
+            "client_cert": self._root / "libvirt" / "clientcert.pem",
+            "client_key": self._root / "libvirt" / "private" / "clientkey.pem",
+        }
+
+    def renewal_due(self, now: datetime.datetime | None = None) -> bool:
+        """True if there is no certificate yet or ``renew_fraction`` of its lifetime has passed."""
+        path = self.files["server_cert"]
+        if not path.exists():
+            return True
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+        due = start + (end - start) * self._renew_fraction
+        return (now or datetime.datetime.now(datetime.UTC)) >= due
+
+    def issue(self) -> dict[str, Any]:
+        """Make new keys, have the master sign them, and write libvirt's files."""
+        server_key, client_key = new_key(), new_key()
+        reply = self._ask(CertRequest(server_csr=build_csr(server_key, self._names),
+                                      client_csr=build_csr(client_key, self._names)))
+        if not isinstance(reply, CertIssued):
+            raise CertificateRefused(f"unexpected {reply.KIND} reply to a certificate request")
+        files = self.files
+        (self._root / "libvirt" / "private").mkdir(parents=True, exist_ok=True)
+        (self._root / "libvirt" / "private").chmod(0o700)
+        write_secret(files["server_key"], key_pem(server_key))
+        write_secret(files["client_key"], key_pem(client_key))
+        write_atomic(files["server_cert"], reply.server_cert)
+        write_atomic(files["client_cert"], reply.client_cert)
+        write_atomic(files["ca_cert"], reply.ca_cert)
+        write_atomic(files["crl"], reply.crl)
+        expires = x509.load_pem_x509_certificate(reply.server_cert).not_valid_after_utc
+        log.info("libvirt TLS certificates for %s written under %s (valid until %s)",
+                 ", ".join(self._names), self._root, expires)
+        return {"names": self._names, "not_after": expires.isoformat(), "files": {k: str(v) for k, v in files.items()}}
+
+    def refresh_crl(self) -> None:
+        """Fetch the current CRL."""
+        reply = self._ask(CrlRequest())
+        if isinstance(reply, CrlData):
+            write_atomic(self.files["crl"], reply.crl)
+
+    def check(self) -> None:
+        """Renew if due, else refresh the CRL (run periodically from a worker thread)."""
+        if self.renewal_due():
+            self.issue()
+        else:
+            self.refresh_crl()
+
+    def _ask(self, message: Message) -> Message:
+        reply = self._request(message, REQUEST_TIMEOUT).result(REQUEST_TIMEOUT + 5)
+        if isinstance(reply, Failed):
+            raise CertificateRefused(f"the master refused {message.KIND}: {reply.reason}")
+        return reply

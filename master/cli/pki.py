@@ -1,0 +1,49 @@
+"""``saltmarsh pki init|status``: the master's CA for libvirt TLS."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from saltmarsh.pki.ca import CertificateAuthority
+
+from ..certificates import ca_summary
+from ..client import MasterClient
+from ..config import load_master_config
+from .output import print_json
+
+
+def register(sub: Any) -> None:
+    """Add the ``pki`` command family."""
+    pki = sub.add_parser("pki", help="the CA that signs agents' libvirt TLS certificates")
+    actions = pki.add_subparsers(dest="action", required=True)
+    init = actions.add_parser("init", help="create the CA now (the master also creates it on first start)")
+    init.set_defaults(handler=pki_init)
+    status = actions.add_parser("status", help="every agent's libvirt certificates and their expiry")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=pki_status)
+
+
+def pki_init(args: argparse.Namespace) -> int:
+    """Create (or show) the CA; works without a running master."""
+    config = load_master_config(args.config_dir)
+    summary = ca_summary(CertificateAuthority(config.ca_dir, config.ca))
+    print(f"CA {summary['subject']} in {config.ca_dir}, valid until {summary['not_after']}")
+    print(f"sha256 {summary['sha256']}")
+    return 0
+
+
+def pki_status(args: argparse.Namespace) -> int:
+    """Print the CA and every issued certificate."""
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        status = client.call("pki.status")
+    if args.json:
+        print_json(status)
+        return 0
+    ca = status["ca"]
+    print(f"CA {ca['subject']}, valid until {ca['not_after']}")
+    print(f"{'AGENT':<20} {'ROLE':<7} {'EXPIRES':<24} {'STATE':<30} NAMES")
+    for cert in status["certificates"]:
+        state = f"revoked {cert['revoked']}" if cert["revoked"] else "valid"
+        print(f"{cert['agent']:<20} {cert['usage']:<7} {cert['not_after']:<24} {state:<30} {','.join(cert['names'])}")
+    return 0
