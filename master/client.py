@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,25 @@ class MasterClient:
         """Run a command and return its result; CommandError if the master refused it."""
         request_id = self._send(cmd, args)
         return self._result(request_id)
+
+    def call_with_events(self, cmd: str, on_event: Callable[[Event], None], **args: Any) -> Any:
+        """Run a command that streams events under its own request (progress) until its reply."""
+        request_id = self._send(cmd, args)
+        while True:
+            for event in self._early.pop(request_id, []):
+                on_event(event)
+            reply = self._recv(None)
+            if reply is None:
+                continue
+            if reply.events is not None:
+                if reply.id == request_id:
+                    for event in reply.events:
+                        on_event(event)
+                continue
+            if reply.id == request_id:
+                if not reply.ok:
+                    raise CommandError(reply.error)
+                return reply.result
 
     def events(self, pattern: str = "", *, idle_timeout: float | None = None) -> Iterator[Event]:
         """Yield every event whose tag matches ``pattern`` (prefix or glob), as they happen.

@@ -26,6 +26,16 @@ class PkiFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     allowed_names: dict[str, list[str]] = {}
 
 
+class VirtMasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The ``virt:`` section: how hypervisors reach each other for migration."""
+
+    tunnel: bool = False  # migrate through the libvirt TLS connection itself (no second data port)
+    # The libvirtd URI of each hypervisor; default qemu+tls://<agent id>/system.
+    migration_uris: dict[str, str] = {}
+    # Allow migration of disks whose cache mode libvirt cannot prove safe (shared file systems).
+    migration_unsafe: bool = False
+
+
 class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The keys ``master.yaml`` may hold, each with its one default."""
 
@@ -41,6 +51,7 @@ class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     freshness_seconds: PositiveSeconds = Limits.freshness_seconds
     file_roots: list[str] = []
     pki: PkiFile = msgspec.field(default_factory=PkiFile)
+    virt: VirtMasterFile = msgspec.field(default_factory=VirtMasterFile)
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class MasterConfig:
     ca: CaSettings
     cert_default_names: list[str]
     cert_allowed_names: dict[str, list[str]]
+    virt: VirtMasterFile
 
     @property
     def control_dir(self) -> Path:
@@ -116,4 +128,5 @@ def load_master_config(config_dir: Path) -> MasterConfig:
         ca=CaSettings(common_name=raw.pki.ca_common_name, ca_days=raw.pki.ca_days, cert_days=raw.pki.cert_days),
         cert_default_names=list(raw.pki.default_names),
         cert_allowed_names={k: list(v) for k, v in raw.pki.allowed_names.items()},
+        virt=raw.virt,
     )

@@ -167,6 +167,14 @@ class Controller:
             raise CommandError(f"hypervisor {host} holding {name} is unreachable: {self._presence.why_silent(host)}")
         return host
 
+    async def run_on(self, host: str, fun: str, kwargs: dict[str, Any], timeout: float, vm: str) -> Any:
+        """Run ``fun`` on ``host`` and return its result; CommandError with the cause if it failed."""
+        return await self._run(host, fun, kwargs, timeout, vm)
+
+    def is_up(self, agent_id: str) -> bool:
+        """True if the agent is connected now."""
+        return self._is_up(agent_id)
+
     async def _run(self, host: str, fun: str, kwargs: dict[str, Any], timeout: float, vm: str) -> Any:
         _jid, returns = await self._jobs.run_and_wait(Target(kind="id", ids=[host]), fun, kwargs, timeout)
         ret = returns.get(host)

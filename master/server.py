@@ -24,6 +24,7 @@ from .inventory import Inventory
 from .jobcache import JobCache
 from .jobs import JobRouter
 from .keys import KeyManager
+from .migration import Migrations
 from .placement import Placement
 from .presence import Presence
 from .publisher import Publisher, SessionKeys
@@ -62,6 +63,7 @@ class Master:
                               self.presence.labels)
         self.controller = Controller(self.inventory, placement, self.jobs, self.presence, self.keys,
                                      encode_public_key(self.identity.public_key))
+        self.migrations = Migrations(self.controller, self.inventory, self.bus, config.virt)
         self.bus.subscribe("saltmarsh/virt/", self.inventory.on_event)
         self.bus.subscribe("saltmarsh/agent/*/up", self.controller.on_agent_up)
         self.bus.subscribe("saltmarsh/key/*/deleted", lambda e: self.inventory.forget(e.data["id"]))

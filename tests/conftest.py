@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .cluster import Cluster
+from .cluster import Cluster, wait_until
 
 
 @pytest.fixture
@@ -20,6 +20,18 @@ def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         for daemon in [c.master, *c.agents.values()]:
             print(f"----- {daemon.name} log -----\n{daemon.log()[-6000:]}")
+
+
+HOSTS = ("hv1", "hv2", "hv3")
+
+
+@pytest.fixture
+def cloud(cluster: Cluster, tmp_path: Path) -> Cluster:
+    for i, host in enumerate(HOSTS):
+        cluster.start_agent(host, labels={"zone": "a" if i < 2 else "b"}, virt={"vm_dir": str(tmp_path / host)})
+    cluster.accept(*HOSTS)
+    wait_until(lambda: len(cluster.cli_json("virt", "host-info")) == 3, what="the inventory of three hosts")
+    return cluster
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

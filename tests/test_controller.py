@@ -7,21 +7,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from .cluster import BIN, Cluster, wait_until
-
-HOSTS = ("hv1", "hv2", "hv3")
-
-
-@pytest.fixture
-def cloud(cluster: Cluster, tmp_path: Any) -> Cluster:
-    for i, host in enumerate(HOSTS):
-        cluster.start_agent(host, labels={"zone": "a" if i < 2 else "b"}, virt={"vm_dir": str(tmp_path / host)})
-    cluster.accept(*HOSTS)
-    wait_until(lambda: len(cluster.cli_json("virt", "host-info")) == 3, what="the inventory of three hosts")
-    return cluster
+from .conftest import HOSTS
 
 
 def test_host_info_and_list_from_the_inventory(cloud: Cluster) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from typing import Any
 
 from saltmarsh.protocol.targeting import parse_labels
@@ -36,6 +37,21 @@ def register(sub: Any) -> None:
         parser.add_argument("--json", action="store_true")
         parser.add_argument("--timeout", type=float, default=120.0)
         parser.set_defaults(handler=operate, op=op)
+    migrate = actions.add_parser("migrate", help="move a running VM to another hypervisor over libvirt TLS")
+    migrate.add_argument("name")
+    migrate.add_argument("target", metavar="TARGET_HV")
+    migrate.add_argument("--offline", action="store_true", help="move the definition only (VM not running)")
+    migrate.add_argument("--copy-storage", choices=("all", "inc"), default="")
+    migrate.add_argument("--max-downtime", type=int, default=0, metavar="MS")
+    migrate.add_argument("--bandwidth", type=int, default=0, metavar="MiB/s")
+    migrate.add_argument("--postcopy", action="store_true")
+    migrate.add_argument("--dry-run", action="store_true", help="check the target and show the plan only")
+    migrate.add_argument("--timeout", type=float, default=600.0)
+    migrate.add_argument("--json", action="store_true")
+    migrate.set_defaults(handler=migrate_vm)
+    abort = actions.add_parser("migrate-abort", help="abort a running migration (the VM stays where it was)")
+    abort.add_argument("name")
+    abort.set_defaults(handler=abort_migration)
     host = sub.add_parser("host", help="hypervisor administration")
     host_actions = host.add_subparsers(dest="action", required=True)
     maintenance = host_actions.add_parser("maintenance", help="placement skips a host in maintenance")
@@ -198,6 +214,47 @@ def operate(args: argparse.Namespace) -> int:
         print(f"vnc - {result['host']}:{g.get('port')} (listen {g.get('listen')}, password {password})")
     else:
         print(f"{args.name} on {result['host']}: {result['result'].get('state', 'done')}")
+    return 0
+
+
+def _progress_bar(event: Any) -> None:
+    data = event.data
+    total = data.get("total") or 0
+    done = data.get("done") or 0
+    fraction = min(done / total, 1.0) if total else 0.0
+    bar = "#" * int(fraction * 30)
+    rate = (data.get("bytes_per_s") or 0) / 1e6
+    sys.stderr.write(f"\r[{bar:<30}] {fraction:6.1%} {done / 1e6:8.1f}/{total / 1e6:.1f} MB {rate:6.1f} MB/s "
+                     f"remaining {(data.get('remaining') or 0) / 1e6:.1f} MB")
+    sys.stderr.flush()
+
+
+def migrate_vm(args: argparse.Namespace) -> int:
+    """Migrate a VM, showing progress, and print the confirmed outcome."""
+    request = {"name": args.name, "target": args.target, "offline": args.offline, "copy_storage": args.copy_storage,
+               "max_downtime_ms": args.max_downtime, "bandwidth_mib": args.bandwidth, "postcopy": args.postcopy,
+               "dry_run": args.dry_run, "timeout": args.timeout}
+    with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.timeout + 30) as client:
+        result = client.call_with_events("virt.migrate", _progress_bar, **request)
+    sys.stderr.write("\n")
+    if args.json:
+        print_json(result)
+    elif args.dry_run:
+        print(f"would migrate {result['vm']} from {result['source']} to {result['target']} "
+              f"({result['target_uri']}{', tunnelled' if result['tunnelled'] else ''}): "
+              f"needs {result['memory_mib']} MiB, {result['target_freemem']} MiB free")
+    else:
+        outcome = result["result"]
+        print(f"migrated {result['vm']} from {result['source']} to {result['target']} in {outcome['seconds']} s"
+              f" (downtime {outcome.get('downtime_ms')} ms), confirmed by both hosts' libvirt events")
+    return 0
+
+
+def abort_migration(args: argparse.Namespace) -> int:
+    """Abort a running migration."""
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        result = client.call("virt.migrate_abort", name=args.name)
+    print(f"aborted the migration of {result['vm']} on {result['source']}")
     return 0
 
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 import msgspec
 
 from ..controller import InitRequest
+from ..migration import MigrateRequest
 from . import CommandContext, command, parse_args
 
 
@@ -83,6 +84,36 @@ async def operate(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     """start|shutdown|stop|reboot|reset|pause|resume|purge|info|vnc on the VM's own hypervisor."""
     a = parse_args(args, OpArgs)
     return await ctx.master.controller.operate(a.op, a.name, a.timeout)
+
+
+class MigrateArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """``virt migrate`` arguments."""
+
+    name: str
+    target: str
+    offline: bool = False
+    copy_storage: Literal["", "all", "inc"] = ""
+    max_downtime_ms: int = 0
+    bandwidth_mib: int = 0
+    postcopy: bool = False
+    dry_run: bool = False
+    timeout: float = 600.0
+
+
+@command("virt.migrate")
+async def migrate(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Migrate a VM to another hypervisor over libvirt TLS; confirmed from both sides' events."""
+    a = parse_args(args, MigrateArgs)
+    ctx.subscribe(f"saltmarsh/virt/*/migration/{a.name}/progress")
+    return await ctx.master.migrations.migrate(MigrateRequest(
+        a.name, a.target, a.offline, a.copy_storage, a.max_downtime_ms, a.bandwidth_mib, a.postcopy, a.dry_run,
+        a.timeout))
+
+
+@command("virt.migrate_abort")
+async def migrate_abort(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Abort a running migration; the VM keeps running where it was."""
+    return await ctx.master.migrations.abort(parse_args(args, QueryArgs).name or "")
 
 
 @command("host.maintenance")

@@ -1,0 +1,122 @@
+"""Migration orchestration: check the target, tell the source to migrate, confirm from both sides' events.
+
+The master resolves where the VM lives, refuses a target that is the source,
+offline, without libvirt, in maintenance, or short of memory, then runs
+``virt.migrate`` on the source with the target's ``qemu+tls://`` URI. Success
+is reported only once libvirt's own events confirm it: the target started or
+resumed the VM (detail "migrated") and the source stopped it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .config import VirtMasterFile
+from .controller import Controller
+from .errors import CommandError
+from .eventbus import Event, EventBus
+from .inventory import Inventory
+
+log = logging.getLogger(__name__)
+
+CONFIRM_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class MigrateRequest:
+    """``virt migrate`` as the operator asked for it."""
+
+    name: str
+    target: str
+    offline: bool = False
+    copy_storage: str = ""
+    max_downtime_ms: int = 0
+    bandwidth_mib: int = 0
+    postcopy: bool = False
+    dry_run: bool = False
+    timeout: float = 600.0
+
+
+class Migrations:
+    """Runs migrations between hypervisors and aborts them."""
+
+    def __init__(self, controller: Controller, inventory: Inventory, bus: EventBus, settings: VirtMasterFile) -> None:
+        self._controller = controller
+        self._inventory = inventory
+        self._bus = bus
+        self._settings = settings
+
+    def uri_of(self, agent_id: str) -> str:
+        """The libvirtd URI other hypervisors reach ``agent_id`` at."""
+        return self._settings.migration_uris.get(agent_id, f"qemu+tls://{agent_id}/system")
+
+    def plan(self, request: MigrateRequest) -> dict[str, Any]:
+        """Where the VM is, where it goes, and why the target is fit; CommandError otherwise."""
+        source = self._controller.holder(request.name)
+        target = self._inventory.get(request.target)
+        if request.target == source:
+            raise CommandError(f"{request.name} already runs on {source}")
+        if target is None:
+            raise CommandError(f"no hypervisor {request.target!r} in the inventory")
+        if not self._controller.is_up(request.target):
+            raise CommandError(f"target {request.target} is unreachable")
+        if not target.available:
+            raise CommandError(f"target {request.target} has no libvirt: {target.error or 'no inventory yet'}")
+        if target.maintenance:
+            raise CommandError(f"target {request.target} is in maintenance")
+        vm = self._inventory.get(source).vms[request.name]  # type: ignore[union-attr]
+        needed = int(vm.get("current_memory_mib", vm.get("memory_mib", 0)))
+        if target.freemem < needed:
+            raise CommandError(f"target {request.target} has {target.freemem} MiB free, {request.name} needs {needed}")
+        return {"vm": request.name, "source": source, "target": request.target,
+                "target_uri": self.uri_of(request.target), "tunnelled": self._settings.tunnel,
+                "memory_mib": needed, "target_freemem": target.freemem}
+
+    async def migrate(self, request: MigrateRequest) -> dict[str, Any]:
+        """Migrate and confirm from both sides' events; CommandError names the cause of a failure."""
+        plan = self.plan(request)
+        if request.dry_run:
+            return {"dry_run": True, **plan}
+        source, target = plan["source"], plan["target"]
+        seen: dict[str, Event] = {}
+        confirmed = asyncio.Event()
+
+        def watch(event: Event) -> None:
+            what = event.tag.rsplit("/", 1)[1]
+            side = "source" if f"/{source}/" in event.tag else "target"
+            if side == "target" and what in ("started", "resumed"):
+                seen.setdefault("target", event)
+            if side == "source" and what in ("stopped", "undefined"):
+                seen.setdefault("source", event)
+            if len(seen) == 2:
+                confirmed.set()
+
+        handles = [self._bus.subscribe(f"saltmarsh/virt/{host}/domain/{request.name}/", watch)
+                   for host in (source, target)]
+        try:
+            result = await self._controller.run_on(source, "virt.migrate", {
+                "name": request.name, "target_uri": plan["target_uri"], "live": not request.offline,
+                "copy_storage": request.copy_storage, "max_downtime_ms": request.max_downtime_ms,
+                "bandwidth_mib": request.bandwidth_mib, "postcopy": request.postcopy,
+                "tunnelled": self._settings.tunnel, "unsafe": self._settings.migration_unsafe,
+            }, request.timeout, request.name)
+            try:
+                await asyncio.wait_for(confirmed.wait(), CONFIRM_SECONDS)
+            except TimeoutError as exc:
+                raise CommandError(f"libvirt reported {request.name} migrated, but the events of "
+                                   f"{', '.join(s for s in ('source', 'target') if s not in seen)} did not confirm it "
+                                   f"within {CONFIRM_SECONDS:.0f} s") from exc
+        finally:
+            for handle in handles:
+                self._bus.unsubscribe(handle)
+        log.info("migrated %s from %s to %s in %s s", request.name, source, target, result.get("seconds"))
+        return {**plan, "result": result, "confirmed": {side: e.tag for side, e in seen.items()}}
+
+    async def abort(self, name: str) -> dict[str, Any]:
+        """Abort the running migration of ``name`` on its source."""
+        source = self._controller.holder(name)
+        result = await self._controller.run_on(source, "virt.migrate_abort", {"name": name}, 30.0, name)
+        return {"vm": name, "source": source, "result": result}
