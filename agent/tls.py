@@ -58,6 +58,16 @@ class LibvirtTls:
             "client_key": self._root / "libvirt" / "private" / "clientkey.pem",
         }
 
+    @property
+    def pkipath(self) -> Path:
+        """A flat copy of the client credentials, for libvirt URIs' ``?pkipath=``."""
+        return self._root / "libvirt" / "pkipath"
+
+    @property
+    def default_location(self) -> bool:
+        """True when the files are where libvirt looks by default (/etc/pki), so URIs need no pkipath."""
+        return self._root == Path("/etc/pki")
+
     def renewal_due(self, now: datetime.datetime | None = None) -> bool:
         """True if there is no certificate yet or ``renew_fraction`` of its lifetime has passed."""
         path = self.files["server_cert"]
@@ -84,6 +94,11 @@ class LibvirtTls:
         write_atomic(files["client_cert"], reply.client_cert)
         write_atomic(files["ca_cert"], reply.ca_cert)
         write_atomic(files["crl"], reply.crl)
+        # libvirt clients (and a libvirtd migrating peer to peer) also take a flat ?pkipath= directory.
+        flat = self.pkipath
+        write_atomic(flat / "cacert.pem", reply.ca_cert)
+        write_atomic(flat / "clientcert.pem", reply.client_cert)
+        write_secret(flat / "clientkey.pem", key_pem(client_key))
         expires = x509.load_pem_x509_certificate(reply.server_cert).not_valid_after_utc
         log.info("libvirt TLS certificates for %s written under %s (valid until %s)",
                  ", ".join(self._names), self._root, expires)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from .config import VirtMasterFile
 from .controller import Controller
@@ -38,6 +39,12 @@ class MigrateRequest:
     postcopy: bool = False
     dry_run: bool = False
     timeout: float = 600.0
+
+
+def migrate_uri_for(target_uri: str) -> str:
+    """Where QEMU's own migration stream goes when not tunnelled: the target's address, not its host name."""
+    host = urlsplit(target_uri).hostname
+    return f"tcp://{host}" if host else ""
 
 
 class Migrations:
@@ -102,6 +109,7 @@ class Migrations:
                 "copy_storage": request.copy_storage, "max_downtime_ms": request.max_downtime_ms,
                 "bandwidth_mib": request.bandwidth_mib, "postcopy": request.postcopy,
                 "tunnelled": self._settings.tunnel, "unsafe": self._settings.migration_unsafe,
+                "migrate_uri": migrate_uri_for(plan["target_uri"]),
             }, request.timeout, request.name)
             try:
                 await asyncio.wait_for(confirmed.wait(), CONFIRM_SECONDS)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import threading
 import time
 from typing import Any
+from urllib.parse import quote
 
 from ..errors import InvalidSpec, LibvirtFailure
 from ..functions import FunctionContext, function
 from ..libvirt_conn import libvirt
 from .spec import validate_name
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.2
 
 
 def _flags(live: bool, copy_storage: str, postcopy: bool, tunnelled: bool, unsafe: bool) -> int:
@@ -79,6 +80,9 @@ def migrate(ctx: FunctionContext, name: str, target_uri: str, live: bool = True,
     if not target_uri.startswith(("qemu+tls://", "test://", "qemu+unix://", "qemu:///")):
         raise InvalidSpec(f"target_uri {target_uri!r} is not a libvirt URI this agent migrates to")
     flags = _flags(live, copy_storage, postcopy, tunnelled, unsafe)
+    if target_uri.startswith("qemu+tls://") and not ctx.tls.default_location and "pkipath=" not in target_uri:
+        # Our libvirtd connects to the target as a TLS client with this host's client certificate.
+        target_uri += ("&" if "?" in target_uri else "?") + "pkipath=" + quote(str(ctx.tls.pkipath))
     params: dict[str, Any] = {}
     if bandwidth_mib:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(bandwidth_mib)
