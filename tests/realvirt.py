@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -136,12 +137,23 @@ def ensure_event_loop() -> None:
         _event_loop_started = True
 
 
+# Every RealLibvirtd of this process, so that tests/twohosts.py can pause the plain daemon (running_plain_daemons).
+_instances: weakref.WeakSet[RealLibvirtd] = weakref.WeakSet()
+
+
+def running_plain_daemons() -> list[RealLibvirtd]:
+    """The plain RealLibvirtd objects (not subclasses) of this process whose own libvirtd still runs."""
+    return [d for d in list(_instances)
+            if type(d) is RealLibvirtd and d.started_libvirtd is not None and _pid_alive(d.started_libvirtd)]
+
+
 class RealLibvirtd:
     """A running system libvirtd reachable at ``uri``; started here only if none was running."""
 
     uri = URI
 
     def __init__(self) -> None:
+        _instances.add(self)
         self.started_libvirtd: int | None = None  # pids of the daemons this object started
         self.started_virtlogd: int | None = None
         self.domain_type = "qemu"  # 'kvm' once KVM is known to work for QEMU

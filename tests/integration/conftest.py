@@ -2,6 +2,11 @@
 
 Tests here skip only where neither root nor /dev/kvm is available; any other failure to start libvirtd
 is a test error.
+
+``two_hypervisors`` (tests/twohosts.py) gives two TLS-listening libvirtds instead. It replaces the plain
+system libvirtd for the duration of its test: the session-wide ``real_libvirtd`` daemon, if it started one,
+is stopped first and started again afterwards, so the two kinds never run at the same time. If a libvirtd that
+the tests did not start is running, ``two_hypervisors`` tests skip (like test_libvirtd_restart).
 """
 
 from __future__ import annotations
@@ -14,6 +19,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ..realvirt import TEST_PREFIX, RealLibvirtd, blank_qcow2, make_image_dir, remove_image_dir
+from ..twohosts import (
+    HV_A_ADDRESS,
+    HV_B_ADDRESS,
+    HV_B_HOSTNAME,
+    OtherLibvirtdRunning,
+    ThrowawayCa,
+    TwoHypervisors,
+    plain_libvirtd_paused,
+)
 
 if TYPE_CHECKING:
     import libvirt
@@ -79,3 +93,37 @@ def image_dir(real_libvirtd: RealVirt) -> Iterator[Path]:
         yield path
     finally:
         remove_image_dir(path)
+
+
+@pytest.fixture
+def libvirt_ca() -> ThrowawayCa:
+    """A throwaway CA (ECDSA P-256, like pki/ca.py) for libvirt TLS certificates."""
+    return ThrowawayCa()
+
+
+@contextlib.contextmanager
+def two_hypervisors_running(pki_a: Path, pki_b: Path, **kwargs: Path | None) -> Iterator[TwoHypervisors]:
+    """TwoHypervisors started with the tests' plain libvirtd paused; skips if a foreign libvirtd runs."""
+    reason = RealLibvirtd.skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with plain_libvirtd_paused():
+        hv = TwoHypervisors(pki_a, pki_b, **kwargs)
+        try:
+            hv.start()  # LibvirtdError here is a test error, not a skip
+        except OtherLibvirtdRunning as e:
+            pytest.skip(str(e))
+        try:
+            yield hv
+        finally:
+            hv.stop()
+
+
+@pytest.fixture
+def two_hypervisors(libvirt_ca: ThrowawayCa, tmp_path: Path) -> Iterator[TwoHypervisors]:
+    """hv-a (qemu:///system, TLS qemu+tls://127.0.0.1/system) and hv-b (own namespace, qemu+tls://127.0.0.2/system),
+    with certificates from ``libvirt_ca``; everything is stopped and removed after the test."""
+    pki_a = libvirt_ca.host_pki(tmp_path / "pki-hv-a", "hv-a", ["localhost", HV_A_ADDRESS])
+    pki_b = libvirt_ca.host_pki(tmp_path / "pki-hv-b", "hv-b", [HV_B_HOSTNAME, HV_B_ADDRESS])
+    with two_hypervisors_running(pki_a.root, pki_b.root) as hv:
+        yield hv
