@@ -119,8 +119,9 @@ class Inventory:
         host = self._hosts.setdefault(agent_id, Hypervisor(agent_id))
         info = data.get("info")
         with self._cache.transaction() as db:
-            if what == "undefined" or (info is None and what == "stopped" and vm in host.vms
-                                       and not host.vms[vm].get("persistent", True)):
+            migrated_away = what == "stopped" and data.get("detail") == "migrated"
+            if what == "undefined" or migrated_away or (info is None and what == "stopped" and vm in host.vms
+                                                        and not host.vms[vm].get("persistent", True)):
                 host.vms.pop(vm, None)
                 db.execute("DELETE FROM vms WHERE agent_id = ? AND name = ?", (agent_id, vm))
             elif isinstance(info, dict):
