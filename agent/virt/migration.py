@@ -101,12 +101,26 @@ def migrate(ctx: FunctionContext, name: str, target_uri: str, live: bool = True,
             progress.stop.set()
             progress.join(timeout=5)
         elapsed = time.monotonic() - started
-        try:
-            done = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-        except libvirt.libvirtError:
-            done = {}
+    done = _completed_stats(target_uri, name)
     return {"name": name, "target": target_uri, "seconds": round(elapsed, 3),
             "downtime_ms": done.get("downtime"), "data_total": done.get("data_total")}
+
+
+def _completed_stats(target_uri: str, name: str) -> dict[str, Any]:
+    """The finished job's statistics (downtime) as the target recorded them; {} if it cannot tell.
+
+    The source's domain is gone (undefined) once the migration completes, so ask the target.
+    """
+    try:
+        conn = libvirt.open(target_uri)
+    except libvirt.libvirtError:
+        return {}
+    try:
+        return dict(conn.lookupByName(name).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
+    except libvirt.libvirtError:
+        return {}
+    finally:
+        conn.close()
 
 
 @function("virt.migrate_abort")
