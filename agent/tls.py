@@ -68,6 +68,20 @@ class LibvirtTls:
         """True when the files are where libvirt looks by default (/etc/pki), so URIs need no pkipath."""
         return self._root == Path("/etc/pki")
 
+    def client_problem(self, now: datetime.datetime | None = None) -> str:
+        """Why this host's libvirt client certificate cannot be used now ("" if it can)."""
+        path = self.files["client_cert"]
+        if not path.exists():
+            return f"this hypervisor has no libvirt client certificate at {path} (run virt.keys or set libvirt_tls)"
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        moment = now or datetime.datetime.now(datetime.UTC)
+        if moment >= cert.not_valid_after_utc:
+            expired = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M")
+            return f"this hypervisor's libvirt client certificate expired on {expired} UTC"
+        if moment < cert.not_valid_before_utc:
+            return f"this hypervisor's libvirt client certificate is not valid before {cert.not_valid_before_utc}"
+        return ""
+
     def renewal_due(self, now: datetime.datetime | None = None) -> bool:
         """True if there is no certificate yet or ``renew_fraction`` of its lifetime has passed."""
         path = self.files["server_cert"]

@@ -80,6 +80,10 @@ def migrate(ctx: FunctionContext, name: str, target_uri: str, live: bool = True,
     if not target_uri.startswith(("qemu+tls://", "test://", "qemu+unix://", "qemu:///")):
         raise InvalidSpec(f"target_uri {target_uri!r} is not a libvirt URI this agent migrates to")
     flags = _flags(live, copy_storage, postcopy, tunnelled, unsafe)
+    if target_uri.startswith("qemu+tls://"):
+        problem = ctx.tls.client_problem()
+        if problem:  # say so now, instead of libvirt's "Unable to read TLS confirmation" later
+            raise LibvirtFailure(f"migrate to {target_uri}", problem, name)
     if target_uri.startswith("qemu+tls://") and not ctx.tls.default_location and "pkipath=" not in target_uri:
         # Our libvirtd connects to the target as a TLS client with this host's client certificate.
         target_uri += ("&" if "?" in target_uri else "?") + "pkipath=" + quote(str(ctx.tls.pkipath))
@@ -96,7 +100,8 @@ def migrate(ctx: FunctionContext, name: str, target_uri: str, live: bool = True,
         try:
             dom.migrateToURI3(target_uri, params, flags)
         except libvirt.libvirtError as exc:
-            raise LibvirtFailure(f"migrate to {target_uri}", exc.get_error_message() or str(exc), name) from exc
+            raise LibvirtFailure(f"migrate to {target_uri}", explain(exc.get_error_message() or str(exc)),
+                                 name) from exc
         finally:
             progress.stop.set()
             progress.join(timeout=5)
@@ -104,6 +109,19 @@ def migrate(ctx: FunctionContext, name: str, target_uri: str, live: bool = True,
     done = _completed_stats(target_uri, name)
     return {"name": name, "target": target_uri, "seconds": round(elapsed, 3),
             "downtime_ms": done.get("downtime"), "data_total": done.get("data_total")}
+
+
+TLS_REFUSALS = ("Unable to read TLS confirmation", "Failed to verify peer's certificate",
+                "authentication failed")
+
+
+def explain(message: str) -> str:
+    """libvirt's message, with the likely cause named when it is a TLS refusal (libvirt's own is opaque)."""
+    if any(marker in message for marker in TLS_REFUSALS):
+        return ("TLS refused: the target did not accept this host's certificate or this host did not accept the "
+                "target's (revoked, expired, or signed by another CA; the target libvirtd's log says which). "
+                f"libvirt said: {message}")
+    return message
 
 
 def _completed_stats(target_uri: str, name: str) -> dict[str, Any]:
