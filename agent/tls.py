@@ -118,18 +118,36 @@ class LibvirtTls:
                  ", ".join(self._names), self._root, expires)
         return {"names": self._names, "not_after": expires.isoformat(), "files": {k: str(v) for k, v in files.items()}}
 
-    def refresh_crl(self) -> None:
-        """Fetch the current CRL."""
+    def refresh_crl(self) -> bytes:
+        """Fetch the current CRL, write it, and return it."""
         reply = self._ask(CrlRequest())
-        if isinstance(reply, CrlData):
-            write_atomic(self.files["crl"], reply.crl)
+        if not isinstance(reply, CrlData):
+            raise CertificateRefused(f"unexpected {reply.KIND} reply to a CRL request")
+        write_atomic(self.files["crl"], reply.crl)
+        return reply.crl
+
+    def revoked(self, crl_pem: bytes) -> bool:
+        """True if the CRL lists this host's server or client certificate."""
+        crl = x509.load_pem_x509_crl(crl_pem)
+        for role in ("server_cert", "client_cert"):
+            path = self.files[role]
+            if path.exists():
+                serial = x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+                if crl.get_revoked_certificate_by_serial_number(serial) is not None:
+                    return True
+        return False
 
     def check(self) -> None:
-        """Renew if due, else refresh the CRL (run periodically from a worker thread)."""
+        """Renew if due or revoked, and keep the CRL current (run periodically from a worker thread).
+
+        A host whose key was rejected and later accepted again finds its old certificates on the
+        CRL: it gets new ones at the next check instead of failing every TLS connection.
+        """
         if self.renewal_due():
             self.issue()
-        else:
-            self.refresh_crl()
+        elif self.revoked(self.refresh_crl()):
+            log.info("this host's libvirt certificates are revoked; requesting new ones")
+            self.issue()
 
     def _ask(self, message: Message) -> Message:
         reply = self._request(message, REQUEST_TIMEOUT).result(REQUEST_TIMEOUT + 5)

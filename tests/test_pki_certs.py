@@ -115,3 +115,19 @@ def test_renewal_is_due_after_two_thirds_of_the_lifetime(tmp_path: Path) -> None
     start = _load(tls.files["server_cert"]).not_valid_before_utc
     assert not tls.renewal_due(start + datetime.timedelta(days=1.9))
     assert tls.renewal_due(start + datetime.timedelta(days=2.1))
+
+
+def test_revoked_then_reaccepted_agent_gets_new_certificates(pki_cluster: Cluster, tmp_path: Path) -> None:
+    root = tmp_path / "pki-hv1"
+    pki_cluster.start_agents("hv1", libvirt_tls=True, pki_root=str(root), tls_names=["localhost"],
+                             tls_check_seconds=0.5)
+    wait_until(lambda: (root / "libvirt/servercert.pem").exists())
+    first = _load(root / "libvirt/servercert.pem").serial_number
+    pki_cluster.cli("key", "reject", "hv1")
+    pki_cluster.cli("key", "accept", "hv1")
+    wait_until(lambda: _load(root / "libvirt/servercert.pem").serial_number != first, timeout=20,
+               what="new certificates after the revocation")
+    crl = x509.load_pem_x509_crl((root / "CA/cacrl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(first) is not None
+    assert crl.get_revoked_certificate_by_serial_number(_load(root / "libvirt/servercert.pem").serial_number) is None
+    assert "this host's libvirt certificates are revoked; requesting new ones" in pki_cluster.agents["hv1"].log()
