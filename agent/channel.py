@@ -24,7 +24,7 @@ from saltmarsh.protocol.errors import MalformedFrame, ProtocolError
 from saltmarsh.protocol.freshness import ReplayGuard
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import REPLY_KINDS, Hello, Message
-from saltmarsh.protocol.transport import harden, tcp_endpoint
+from saltmarsh.protocol.transport import harden
 
 from .errors import MasterUnavailable
 from .trust import MasterTrust
@@ -149,8 +149,3 @@ class RequestClient:
             future.set_result(message)
         elif not header.reply_to:
             self._on_push(message)
-
-
-def request_endpoint(master: str, port: int) -> str:
-    """The master's request-channel endpoint."""
-    return tcp_endpoint(master, port)

@@ -57,9 +57,6 @@ class ReturnOutbox:
         self._pending[ret.jid] = ret
         self._wakeup.set()
 
-    def __len__(self) -> int:
-        return len(self._pending)
-
     async def run(self, send: Send, ready: asyncio.Event) -> None:
         """Send pending returns whenever authenticated, until acknowledged."""
         while True:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import ipaddress
 
 from cryptography import x509
@@ -35,8 +34,3 @@ def build_csr(key: ec.EllipticCurvePrivateKey, names: list[str]) -> bytes:
            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
            .sign(key, hashes.SHA256()))
     return csr.public_bytes(serialization.Encoding.PEM)
-
-
-def not_after(cert_pem: bytes) -> datetime.datetime:
-    """When a PEM certificate expires."""
-    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc

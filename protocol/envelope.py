@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import os
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import msgspec
 import nacl.exceptions
@@ -133,8 +133,3 @@ def _verify_key(public_key: bytes) -> nacl.signing.VerifyKey:
         return nacl.signing.VerifyKey(public_key)
     except (ValueError, TypeError, nacl.exceptions.CryptoError) as exc:
         raise MalformedFrame("presented key is not an Ed25519 public key") from exc
-
-
-def describe(frame: Any) -> str:
-    """A short, safe description of a frame for log lines (size only, never content)."""
-    return f"{len(frame)}-byte frame" if isinstance(frame, (bytes, bytearray)) else "frame"

@@ -40,11 +40,6 @@ def image_format(path: Path) -> str:
     return str(json.loads(qemu_img("info", "--output=json", str(path)))["format"])
 
 
-def virtual_size(path: Path) -> int:
-    """The virtual size in bytes of an existing image."""
-    return int(json.loads(qemu_img("info", "--output=json", str(path)))["virtual-size"])
-
-
 def target_name(bus: str, index: int) -> str:
     """vda, vdb... on virtio; sda... on scsi/sata; hda... on ide."""
     prefix = {"virtio": "vd", "ide": "hd"}.get(bus, "sd")
