@@ -87,7 +87,7 @@ class Controller:
 
     def _host_summary(self, host: Hypervisor) -> dict[str, Any]:
         return {"node_info": host.node, "freemem": host.freemem, "freecpu": host.freecpu, "vms": len(host.vms),
-                "up": self._is_up(host.agent_id), "libvirt": host.available, "maintenance": host.maintenance,
+                "up": self._presence.is_up(host.agent_id), "libvirt": host.available, "maintenance": host.maintenance,
                 **({"error": host.error} if host.error else {})}
 
     def list_vms(self) -> dict[str, dict[str, str]]:
@@ -134,7 +134,7 @@ class Controller:
             token, _expires = self._keys.issue_token(request.name, SEED_TOKEN_TTL)
             options.update(join_token=token, master_key=self._master_key)
         try:
-            ret = await self._run(host, "virt.init", {"name": request.name, "cpus": request.cpus,
+            ret = await self.run_on(host, "virt.init", {"name": request.name, "cpus": request.cpus,
                                                       "memory_mib": request.memory_mib, "image": request.image,
                                                       **options}, request.timeout, request.name)
         finally:
@@ -146,11 +146,11 @@ class Controller:
         """Run a lifecycle operation (or info/vnc) on the hypervisor that holds ``name``."""
         host = self.holder(name)
         if operation in OPERATIONS:
-            result = await self._run(host, f"virt.{operation}", {"name": name}, timeout, name)
+            result = await self.run_on(host, f"virt.{operation}", {"name": name}, timeout, name)
         elif operation == "info":
-            result = (await self._run(host, "virt.vm_info", {"name": name}, timeout, name))[name]
+            result = (await self.run_on(host, "virt.vm_info", {"name": name}, timeout, name))[name]
         elif operation == "vnc":
-            result = await self._run(host, "virt.get_graphics", {"name": name, "secure": True}, timeout, name)
+            result = await self.run_on(host, "virt.get_graphics", {"name": name, "secure": True}, timeout, name)
         else:
             raise CommandError(f"unknown operation {operation!r}")
         return {"host": host, "vm": name, "result": result}
@@ -163,19 +163,12 @@ class Controller:
         if len(holders) > 1:
             raise CommandError(f"VM name {name!r} is ambiguous: it exists on {', '.join(holders)}")
         host = holders[0]
-        if not self._is_up(host):
+        if not self._presence.is_up(host):
             raise CommandError(f"hypervisor {host} holding {name} is unreachable: {self._presence.why_silent(host)}")
         return host
 
     async def run_on(self, host: str, fun: str, kwargs: dict[str, Any], timeout: float, vm: str) -> Any:
         """Run ``fun`` on ``host`` and return its result; CommandError with the cause if it failed."""
-        return await self._run(host, fun, kwargs, timeout, vm)
-
-    def is_up(self, agent_id: str) -> bool:
-        """True if the agent is connected now."""
-        return self._is_up(agent_id)
-
-    async def _run(self, host: str, fun: str, kwargs: dict[str, Any], timeout: float, vm: str) -> Any:
         _jid, returns = await self._jobs.run_and_wait(Target(kind="id", ids=[host]), fun, kwargs, timeout)
         ret = returns.get(host)
         if ret is None:
@@ -184,7 +177,3 @@ class Controller:
             error = ret.get("error") or {}
             raise CommandError(f"{fun} {vm} on {host} failed: {error.get('type', 'Error')}: {error.get('message', '')}")
         return ret["result"]
-
-    def _is_up(self, agent_id: str) -> bool:
-        state = self._presence.get(agent_id)
-        return bool(state and state.up)

@@ -20,6 +20,7 @@ from .controller import Controller
 from .errors import CommandError
 from .eventbus import Event, EventBus
 from .inventory import Inventory
+from .presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,10 @@ def migrate_uri_for(target_uri: str) -> str:
 class Migrations:
     """Runs migrations between hypervisors and aborts them."""
 
-    def __init__(self, controller: Controller, inventory: Inventory, bus: EventBus, settings: VirtMasterFile) -> None:
+    def __init__(self, controller: Controller, inventory: Inventory, presence: Presence, bus: EventBus,
+                 settings: VirtMasterFile) -> None:
         self._controller = controller
+        self._presence = presence
         self._inventory = inventory
         self._bus = bus
         self._settings = settings
@@ -68,7 +71,7 @@ class Migrations:
             raise CommandError(f"{request.name} already runs on {source}")
         if target is None:
             raise CommandError(f"no hypervisor {request.target!r} in the inventory")
-        if not self._controller.is_up(request.target):
+        if not self._presence.is_up(request.target):
             raise CommandError(f"target {request.target} is unreachable")
         if not target.available:
             raise CommandError(f"target {request.target} has no libvirt: {target.error or 'no inventory yet'}")

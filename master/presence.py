@@ -68,6 +68,11 @@ class Presence:
         state = self._agents.get(agent_id)
         return state.routing_id if state else None
 
+    def is_up(self, agent_id: str) -> bool:
+        """True if the agent is connected now."""
+        state = self._agents.get(agent_id)
+        return bool(state and state.up)
+
     def up_agents(self) -> list[str]:
         """Ids of agents that are up."""
         return [a for a, s in self._agents.items() if s.up]

@@ -59,11 +59,11 @@ class Master:
         self.jobs = JobRouter(self.cache, self.bus, self.publisher, self.presence, self.keys)
         self.relay = AgentEventRelay(self.bus, self.presence)
         self.inventory = Inventory(self.cache)
-        placement = Placement(self.inventory, lambda a: bool((s := self.presence.get(a)) and s.up),
+        placement = Placement(self.inventory, self.presence.is_up,
                               self.presence.labels)
         self.controller = Controller(self.inventory, placement, self.jobs, self.presence, self.keys,
                                      encode_public_key(self.identity.public_key))
-        self.migrations = Migrations(self.controller, self.inventory, self.bus, config.virt)
+        self.migrations = Migrations(self.controller, self.inventory, self.presence, self.bus, config.virt)
         self.bus.subscribe("saltmarsh/virt/", self.inventory.on_event)
         self.bus.subscribe("saltmarsh/agent/*/up", self.controller.on_agent_up)
         self.bus.subscribe("saltmarsh/key/*/deleted", lambda e: self.inventory.forget(e.data["id"]))
