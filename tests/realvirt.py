@@ -53,6 +53,18 @@ STOP_TIMEOUT = 15.0  # each daemon exits ~0.1-2 s after SIGTERM
 REAP_TIMEOUT = 3.0  # waiting for PID 1 to reap the exited daemons (cosmetic, never an error)
 
 
+def wait_for_daemon(pidfile: Path, sock: Path, comm: str) -> tuple[int | None, bool]:
+    """Wait (bounded) until ``pidfile`` names a live ``comm`` and ``sock`` answers: (its pid or None, answered)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    pid = None
+    while time.monotonic() < deadline:
+        pid = pid or _pidfile_pid(pidfile, comm)
+        if pid is not None and _socket_answers(sock):
+            return pid, True
+        time.sleep(0.05)
+    return pid, False
+
+
 class LibvirtdError(RuntimeError):
     """The real libvirtd could not be started, used or stopped."""
 
@@ -238,13 +250,9 @@ class RealLibvirtd:
                     f"{exe} -d exited {proc.returncode}: {out.read().decode(errors='replace').strip()}"
                     + (f" (see {LIBVIRTD_LOG})" if comm == "libvirtd" else "")
                 )
-        deadline = time.monotonic() + START_TIMEOUT
-        pid = None
-        while time.monotonic() < deadline:
-            pid = pid or _pidfile_pid(pidfile, comm)
-            if pid is not None and _socket_answers(sock):
-                return pid
-            time.sleep(0.05)
+        pid, answered = wait_for_daemon(pidfile, sock, comm)
+        if answered and pid is not None:
+            return pid
         if pid is not None:
             _terminate(pid, comm)
         raise LibvirtdError(f"{comm} started but {sock} did not answer within {START_TIMEOUT:.0f} s")

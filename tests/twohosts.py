@@ -68,6 +68,7 @@ from .realvirt import (
     _pidfile_pid,
     _socket_answers,
     running_plain_daemons,
+    wait_for_daemon,
 )
 from .throwaway_ca import HostPki as HostPki
 from .throwaway_ca import ThrowawayCa as ThrowawayCa
@@ -472,13 +473,9 @@ def _run_daemons(argv: list[str], what: str, hv: Hypervisor | None = None,
 
 def _wait_daemon(pidfile: Path, sock: Path, comm: str, hv: Hypervisor) -> int:
     """Wait (bounded) until ``pidfile`` names a live ``comm`` and ``sock`` answers; its pid."""
-    deadline = time.monotonic() + START_TIMEOUT
-    pid = None
-    while time.monotonic() < deadline:
-        pid = pid or _pidfile_pid(pidfile, comm)
-        if pid is not None and _socket_answers(sock):
-            return pid
-        time.sleep(0.05)
+    pid, answered = wait_for_daemon(pidfile, sock, comm)
+    if answered and pid is not None:
+        return pid
     if pid is not None:
         # Known to us: let stop() end it.
         setattr(hv, "started_libvirtd" if comm == "libvirtd" else "started_virtlogd", pid)
