@@ -37,7 +37,13 @@ DEFAULT_HEARTBEAT = 10.0
 class Agent:
     """One running agent; build it from an AgentConfig and ``await run(stop)``."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        zmq_context: zmq.asyncio.Context | None = None,
+        job_pool: concurrent.futures.ThreadPoolExecutor | None = None,
+    ) -> None:
+        """Load or make the agent's key; a swarm passes the ZeroMQ context and job pool its agents share."""
         self.config = config
         self.identity = Identity.load_or_create(config.key_path)
         pinned = config.master_fingerprint or (fingerprint(config.master_key) if config.master_key else None)
@@ -48,7 +54,9 @@ class Agent:
         self._reauth = asyncio.Event()
         self._beat_now = asyncio.Event()
         self._heartbeat = DEFAULT_HEARTBEAT
-        self._zmq = zmq.asyncio.Context()
+        self._owns_zmq = zmq_context is None
+        self._zmq = zmq_context or zmq.asyncio.Context()
+        self._job_pool = job_pool
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, authenticate and serve until ``stop`` is set."""
@@ -69,7 +77,7 @@ class Agent:
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
                               self.libvirt, cfg.virt, images,
                               MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls)
-        self.executor = Executor(ctx, cfg.worker_threads, self.returns)
+        self.executor = Executor(ctx, cfg.worker_threads, self.returns, self._job_pool)
         self.channel = RequestClient(
             self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,
             self.trust, cfg.limits, self._on_push,
@@ -102,7 +110,8 @@ class Agent:
         self.libvirt.close()
         self.subscriber.close()
         await self.channel.close()
-        self._zmq.term()
+        if self._owns_zmq:
+            self._zmq.term()
 
     async def send(self, message: Message, timeout: float | None = None) -> Message:
         """Send a request over the authenticated channel; NotAuthenticated if the master refuses us."""

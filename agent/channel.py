@@ -24,7 +24,7 @@ from saltmarsh.protocol.errors import MalformedFrame, ProtocolError
 from saltmarsh.protocol.freshness import ReplayGuard
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import REPLY_KINDS, Hello, Message
-from saltmarsh.protocol.transport import harden
+from saltmarsh.protocol.transport import harden, reconnect_quickly
 
 from .errors import MasterUnavailable
 from .trust import MasterTrust
@@ -66,8 +66,7 @@ class RequestClient:
         """Create and connect the DEALER socket and start receiving."""
         socket = self._ctx.socket(zmq.DEALER)
         harden(socket, self._limits)
-        socket.setsockopt(zmq.RECONNECT_IVL, 200)
-        socket.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+        reconnect_quickly(socket)
         socket.connect(self._endpoint)
         self._socket = socket
         self._receiver = asyncio.create_task(self._receive(socket), name="request-receive")

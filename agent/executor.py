@@ -25,10 +25,14 @@ MAX_RESULT_BYTES = 1024 * 1024
 class Executor:
     """Deduplicates jobs by jid and runs each in the thread pool."""
 
-    def __init__(self, ctx: FunctionContext, workers: int, outbox: ReturnOutbox) -> None:
+    def __init__(
+        self, ctx: FunctionContext, workers: int, outbox: ReturnOutbox, pool: ThreadPoolExecutor | None = None
+    ) -> None:
         functions.load_all()
         self._ctx = ctx
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
+        # A swarm (agent/swarm.py) passes one pool shared by all its agents; it owns and ends that pool.
+        self._owns_pool = pool is None
+        self._pool = pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="job")
         self._outbox = outbox
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._running: set[asyncio.Task[None]] = set()
@@ -53,7 +57,8 @@ class Executor:
 
     def shutdown(self) -> None:
         """Stop accepting work; running functions finish in their threads."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._owns_pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def run_function(ctx: FunctionContext, job: Job) -> JobReturn:

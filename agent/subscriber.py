@@ -25,7 +25,7 @@ from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import Job
 from saltmarsh.protocol.targeting import matches
 from saltmarsh.protocol.topics import BROADCAST, agent_topic
-from saltmarsh.protocol.transport import harden
+from saltmarsh.protocol.transport import harden, reconnect_quickly
 
 from .trust import MasterTrust
 
@@ -60,8 +60,7 @@ class JobSubscriber:
         self._held: collections.deque[Header] = collections.deque(maxlen=HELD_FRAMES)
         self._socket = ctx.socket(zmq.SUB)
         harden(self._socket, limits)
-        self._socket.setsockopt(zmq.RECONNECT_IVL, 200)
-        self._socket.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+        reconnect_quickly(self._socket)
         self._socket.setsockopt(zmq.SUBSCRIBE, BROADCAST)
         self._socket.setsockopt(zmq.SUBSCRIBE, agent_topic(agent_id))
         self._socket.connect(endpoint)

@@ -9,6 +9,7 @@ key submission only) -> header -> freshness -> decryption -> body schema.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class RequestChannel:
         harden(self._socket, limits)
         self._in_flight: set[asyncio.Task[None]] = set()
         self.rejected = 0
+        self.handled: collections.Counter[str] = collections.Counter()  # by kind, for `master.ping`
 
     def bind(self, interface: str, port: int) -> None:
         """Bind the ROUTER socket."""
@@ -139,6 +141,7 @@ class RequestChannel:
             raise MalformedFrame(f"unknown request kind {header.kind!r}")
         plain = self._cipher_for(header.kind, public_key).decrypt(header.body)
         body = decode(plain, kind, f"{header.kind} body")
+        self.handled[header.kind] += 1
         handler = self._handlers[header.kind]
         reply = await handler(Request(header.sender, routing_id, header, body, public_key, accepted))
         if reply is not None:

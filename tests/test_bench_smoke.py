@@ -25,3 +25,33 @@ def test_bench_bus_quick_prints_the_table() -> None:
         assert any(line.startswith(measure) for line in lines), (measure, result.stdout)
     assert "Salt 3008.4, measured on a 2-core machine" in result.stdout
     assert "LOST" not in result.stdout, result.stdout
+
+
+@pytest.mark.timeout(180)
+def test_bench_swarm_small_prints_every_figure() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.swarm", "--agents", "20", "--processes", "2", "--repeat", "1",
+         "--events", "2000"],
+        cwd=ROOT, capture_output=True, text=True, timeout=170,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.splitlines()
+    for measure in ("'*' test.ping", "master CPU per ping", "events/s into the bus", "master RSS", "swarm RSS",
+                    "key delete -> all N-1", "master restart -> all N answer"):
+        assert any(line.startswith(measure) and " 20 " in line for line in lines), (measure, result.stdout)
+
+
+@pytest.mark.timeout(120)
+def test_bench_soak_short_prints_samples_and_slopes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.soak", "--agents", "3", "--minutes", "0.3", "--sample-seconds", "6",
+         "--events-per-second", "300"],
+        cwd=ROOT, capture_output=True, text=True, timeout=110,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.splitlines()
+    samples = [line for line in lines if line[:6].strip().replace(".", "").isdigit()]
+    assert len(samples) >= 3, result.stdout
+    for series in ("master", "agent median", "agent max"):
+        assert any(line.startswith(f"slope {series}:") for line in lines), result.stdout
+    assert "events in" in result.stdout

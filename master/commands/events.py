@@ -28,4 +28,4 @@ async def ping(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     """Is the master up? Returns its fingerprint and counters."""
     master = ctx.master
     return {"fingerprint": master.identity.fingerprint, "events": master.bus.published,
-            "rejected_frames": master.channel.rejected}
+            "rejected_frames": master.channel.rejected, "requests": dict(master.channel.handled)}
