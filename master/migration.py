@@ -48,6 +48,14 @@ def migrate_uri_for(target_uri: str) -> str:
     return f"tcp://{host}" if host else ""
 
 
+def listen_address_for(target_uri: str) -> str:
+    """The one address the target's QEMU listens on for the migration stream (and NBD disk copies).
+
+    The same address the source is told to connect to, so QEMU does not listen on every address of the host.
+    """
+    return urlsplit(target_uri).hostname or ""
+
+
 class Migrations:
     """Runs migrations between hypervisors and aborts them."""
 
@@ -113,6 +121,7 @@ class Migrations:
                 "bandwidth_mib": request.bandwidth_mib, "postcopy": request.postcopy,
                 "tunnelled": self._settings.tunnel, "unsafe": self._settings.migration_unsafe,
                 "migrate_uri": migrate_uri_for(plan["target_uri"]),
+                "listen_address": listen_address_for(plan["target_uri"]),
             }, request.timeout, request.name)
             try:
                 await asyncio.wait_for(confirmed.wait(), CONFIRM_SECONDS)

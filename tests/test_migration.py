@@ -95,3 +95,11 @@ def _expired_certificate() -> bytes:
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=30))
             .not_valid_after(now - datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def test_the_target_qemu_listens_on_the_address_the_source_connects_to() -> None:
+    from saltmarsh.master.migration import listen_address_for, migrate_uri_for
+
+    for uri, address in (("qemu+tls://127.0.0.2/system", "127.0.0.2"), ("qemu+tls://hv2.example:16515/system",
+                                                                           "hv2.example")):
+        assert listen_address_for(uri) == address and migrate_uri_for(uri) == f"tcp://{address}"

@@ -28,6 +28,16 @@ session-wide ``real_libvirtd`` fixture and the ``two_hypervisors`` fixture never
 QEMU outlives libvirtd; test domains are undefined on hv-a, whose definitions live in the real /etc/libvirt),
 with bounded waits, and removes the scratch directory.
 
+With ``etc_pki=True`` each daemon runs in a private mount namespace (hv-a too, then) in which its host's pki
+directory is bind-mounted at /etc/pki, and libvirtd.conf names no certificate files: libvirtd uses libvirt's
+default locations, as a production host with the agent's default ``pki_root`` does. That is what
+``virt-admin server-update-tls`` needs: libvirt reloads TLS files from the defaults only, never from
+``key_file``/``cert_file``/``ca_file``/``crl_file``. hv-a's sockets stay in the real /run/libvirt. (/etc/pki is
+created as an empty mount point if the machine has none, and removed again.)
+
+``unprivileged_userfaultfd()`` lets QEMU (running as libvirt-qemu) use userfaultfd, which post-copy migration
+needs on the target: QEMU 7.2 knows no /dev/userfaultfd, and the sysctl is 0 by default.
+
 Each host needs a directory laid out like libvirt's /etc/pki (see ``HostPki``; ``ThrowawayCa`` makes one):
 the daemon serves with libvirt/servercert.pem (EKU serverAuth, SAN = the host's TLS address), and when it is
 the *source* of a peer-to-peer migration it connects to the target as a TLS client with
@@ -80,6 +90,8 @@ TLS_PORT = 16514  # libvirt's default: URIs need no port
 HV_A_ADDRESS = "127.0.0.1"
 HV_B_ADDRESS = "127.0.0.2"
 SCRATCH_PREFIX = "saltmarsh-twohosts-"
+ETC_PKI = Path("/etc/pki")
+USERFAULTFD_SYSCTL = Path("/proc/sys/vm/unprivileged_userfaultfd")
 TLS_CHECK_TIMEOUT = 5.0  # a TLS connect on loopback takes ~0.03 s
 # The private copies of hv-b: (name under <scratch>/hv-b, mount point).
 PRIVATE_DIRS = (("run", "/run/libvirt"), ("varlib", "/var/lib/libvirt"), ("cache", "/var/cache/libvirt"),
@@ -118,8 +130,9 @@ class Hypervisor(RealLibvirtd):
 
     def __init__(self, name: str, *, address: str, host_uuid: str, pki: HostPki, scratch: Path,
                  namespaced: bool, hostname: str | None = None, crl_file: Path | None = None,
-                 tls_port: int = TLS_PORT) -> None:
+                 tls_port: int = TLS_PORT, etc_pki: bool = False) -> None:
         super().__init__()
+        self.etc_pki = etc_pki  # the daemon sees pki.root at /etc/pki and uses libvirt's default file names
         self.name = name
         self.address = address
         self.tls_port = tls_port
@@ -197,12 +210,12 @@ class Hypervisor(RealLibvirtd):
             f"tls_port = {_conf_str(str(self.tls_port))}",
             f"listen_addr = {_conf_str(self.address)}",
             'auth_tls = "none"',
-            f"key_file = {_conf_str(self.pki.server_key)}",
-            f"cert_file = {_conf_str(self.pki.server_cert)}",
-            f"ca_file = {_conf_str(self.pki.ca_cert)}",
             f"log_outputs = {_conf_str('3:file:' + str(self.log_path))}",
         ]
-        if self.crl_file is not None:
+        if not self.etc_pki:  # else libvirt's defaults under /etc/pki, the CRL included when it exists
+            lines += [f"key_file = {_conf_str(self.pki.server_key)}", f"cert_file = {_conf_str(self.pki.server_cert)}",
+                      f"ca_file = {_conf_str(self.pki.ca_cert)}"]
+        if self.crl_file is not None and not self.etc_pki:
             lines.append(f"crl_file = {_conf_str(self.crl_file)}")
         self.conf.write_text("\n".join(lines) + "\n")
 
@@ -234,13 +247,16 @@ class TwoHypervisors:
     """
 
     def __init__(self, pki_a: Path, pki_b: Path, *, crl_a: Path | None = None, crl_b: Path | None = None,
-                 scratch_parent: Path | None = None) -> None:
+                 scratch_parent: Path | None = None, etc_pki: bool = False) -> None:
         self.scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent))
         self.scratch.chmod(0o755)
         self.a = Hypervisor("hv-a", address=HV_A_ADDRESS, host_uuid=HV_A_UUID, pki=HostPki(Path(pki_a)),
-                            scratch=self.scratch / "hv-a", namespaced=False, crl_file=crl_a)
+                            scratch=self.scratch / "hv-a", namespaced=False, crl_file=crl_a, etc_pki=etc_pki)
         self.b = Hypervisor("hv-b", address=HV_B_ADDRESS, host_uuid=HV_B_UUID, pki=HostPki(Path(pki_b)),
-                            scratch=self.scratch / "hv-b", namespaced=True, hostname=HV_B_HOSTNAME, crl_file=crl_b)
+                            scratch=self.scratch / "hv-b", namespaced=True, hostname=HV_B_HOSTNAME, crl_file=crl_b,
+                            etc_pki=etc_pki)
+        self.etc_pki = etc_pki
+        self._made_etc_pki = False  # /etc/pki created as a mount point by start(), removed by stop()
         self.timings: dict[str, float] = {}
 
     @property
@@ -270,6 +286,9 @@ class TwoHypervisors:
                     raise LibvirtdError(f"{exe} is missing: run scripts/install-libvirtd.sh")
             self._check_nothing_else_runs()
             self.a._fix_kvm_permissions()
+            if self.etc_pki and not ETC_PKI.exists():
+                ETC_PKI.mkdir(mode=0o755)
+                self._made_etc_pki = True
             IMAGES_DIR.mkdir(parents=True, exist_ok=True)
             for hv in self.hosts:
                 hv.scratch.mkdir(mode=0o755)
@@ -334,7 +353,13 @@ class TwoHypervisors:
         if _pidfile_pid(VIRTLOGD_PIDFILE, "virtlogd") is None and not _socket_answers(VIRTLOGD_SOCK):
             _run_daemons([VIRTLOGD, "-d"], "virtlogd (hv-a)")
             a.started_virtlogd = _wait_daemon(VIRTLOGD_PIDFILE, VIRTLOGD_SOCK, "virtlogd", a)
-        _run_daemons([LIBVIRTD, "-d", "-l", "-f", str(a.conf)], "libvirtd (hv-a)", a)
+        argv = [LIBVIRTD, "-d", "-l", "-f", str(a.conf)]
+        if a.etc_pki:  # its own mount namespace, only for /etc/pki: everything else is the machine's
+            script = a.scratch / "inner.sh"
+            script.write_text(f"#!/bin/bash\nset -eu\nmount --bind {a.pki.root} {ETC_PKI}\nexec {' '.join(argv)}\n")
+            script.chmod(0o755)
+            argv = ["unshare", "-m", "--propagation", "private", str(script)]
+        _run_daemons(argv, "libvirtd (hv-a)", a)
         a.started_libvirtd = _wait_daemon(a.libvirtd_pidfile, a.sock, "libvirtd", a)
 
     def _start_b(self) -> None:
@@ -345,6 +370,8 @@ class TwoHypervisors:
         for name, mount_point in PRIVATE_DIRS:
             # rbind for /var/lib/libvirt so that the real images directory mounted just above comes along.
             script.append(f"mount {'--rbind' if name == 'varlib' else '--bind'} {d / name} {mount_point}")
+        if b.etc_pki:
+            script.append(f"mount --bind {b.pki.root} {ETC_PKI}")
         script += [f"{VIRTLOGD} -d -p {b.virtlogd_pidfile}",
                    f"{LIBVIRTD} -d -l -f {b.conf} -p {b.libvirtd_pidfile}"]
         (d / "inner.sh").write_text("#!/bin/bash\n" + "\n".join(script) + "\n")
@@ -419,6 +446,10 @@ class TwoHypervisors:
         while any(Path(f"/proc/{pid}").exists() for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if self._made_etc_pki:
+            with contextlib.suppress(OSError):  # still in use if a QEMU of ours survived
+                ETC_PKI.rmdir()
+            self._made_etc_pki = False
         self.timings["stop"] = time.monotonic() - t0
         if errors:
             raise LibvirtdError("; ".join(errors))
@@ -481,6 +512,17 @@ def _wait_daemon(pidfile: Path, sock: Path, comm: str, hv: Hypervisor) -> int:
         setattr(hv, "started_libvirtd" if comm == "libvirtd" else "started_virtlogd", pid)
     raise LibvirtdError(f"{hv.name}: {comm} (pid {pid}) did not answer on {sock} within {START_TIMEOUT:.0f} s"
                         f"; log:\n{hv.log_tail()}")
+
+
+@contextlib.contextmanager
+def unprivileged_userfaultfd() -> Iterator[None]:
+    """vm.unprivileged_userfaultfd = 1 for the duration (post-copy migration needs it on the target), then as it was."""
+    before = USERFAULTFD_SYSCTL.read_text().strip()
+    USERFAULTFD_SYSCTL.write_text("1\n")
+    try:
+        yield
+    finally:
+        USERFAULTFD_SYSCTL.write_text(before + "\n")
 
 
 @contextlib.contextmanager

@@ -44,7 +44,9 @@ def register(sub: Any) -> None:
     migrate.add_argument("--copy-storage", choices=("all", "inc"), default="")
     migrate.add_argument("--max-downtime", type=int, default=0, metavar="MS")
     migrate.add_argument("--bandwidth", type=int, default=0, metavar="MiB/s")
-    migrate.add_argument("--postcopy", action="store_true")
+    migrate.add_argument("--postcopy", action="store_true",
+                         help="switch to post-copy as soon as memory moves: the VM runs on the target at once and "
+                              "pulls the rest (a network failure after the switch loses the VM)")
     migrate.add_argument("--dry-run", action="store_true", help="check the target and show the plan only")
     migrate.add_argument("--timeout", type=float, default=600.0)
     migrate.add_argument("--json", action="store_true")
@@ -245,8 +247,9 @@ def migrate_vm(args: argparse.Namespace) -> int:
               f"needs {result['memory_mib']} MiB, {result['target_freemem']} MiB free")
     else:
         outcome = result["result"]
+        how = ", switched to post-copy" if outcome.get("postcopy") else ""
         print(f"migrated {result['vm']} from {result['source']} to {result['target']} in {outcome['seconds']} s"
-              f" (downtime {outcome.get('downtime_ms')} ms), confirmed by both hosts' libvirt events")
+              f" (downtime {outcome.get('downtime_ms')} ms{how}), confirmed by both hosts' libvirt events")
     return 0
 
 

@@ -14,15 +14,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ..cluster import Cluster, wait_until
 from ..realvirt import TEST_PREFIX, RealLibvirtd, blank_qcow2, make_image_dir, remove_image_dir
 from ..twohosts import (
     HV_A_ADDRESS,
     HV_B_ADDRESS,
     HV_B_HOSTNAME,
+    Hypervisor,
     OtherLibvirtdRunning,
     ThrowawayCa,
     TwoHypervisors,
@@ -102,7 +104,7 @@ def libvirt_ca() -> ThrowawayCa:
 
 
 @contextlib.contextmanager
-def two_hypervisors_running(pki_a: Path, pki_b: Path, **kwargs: Path | None) -> Iterator[TwoHypervisors]:
+def two_hypervisors_running(pki_a: Path, pki_b: Path, **kwargs: Any) -> Iterator[TwoHypervisors]:
     """TwoHypervisors started with the tests' plain libvirtd paused; skips if a foreign libvirtd runs."""
     reason = RealLibvirtd.skip_reason()
     if reason:
@@ -127,3 +129,65 @@ def two_hypervisors(libvirt_ca: ThrowawayCa, tmp_path: Path) -> Iterator[TwoHype
     pki_b = libvirt_ca.host_pki(tmp_path / "pki-hv-b", "hv-b", [HV_B_HOSTNAME, HV_B_ADDRESS])
     with two_hypervisors_running(pki_a.root, pki_b.root) as hv:
         yield hv
+
+
+# Certificate names of the two saltmarsh hypervisors "hva" (hv-a, 127.0.0.1) and "hvb" (hv-b, 127.0.0.2).
+SALTMARSH_NAMES = {"hva": ["localhost", HV_A_ADDRESS], "hvb": [HV_B_HOSTNAME, HV_B_ADDRESS]}
+
+
+class SaltmarshOnTwoHosts:
+    """A master and agents "hva" and "hvb" driving the two real libvirtds, with certificates from the master's CA."""
+
+    def __init__(self, cluster: Cluster, two: TwoHypervisors, images: Path, roots: dict[str, Path]) -> None:
+        self.cluster, self.two, self.images, self.roots = cluster, two, images, roots
+
+    def hypervisor(self, agent: str) -> Hypervisor:
+        """The libvirtd that agent drives."""
+        return self.two.a if agent == "hva" else self.two.b
+
+    def run(self, agent: str, function: str, *args: str, timeout: float = 60) -> Any:
+        """Run an agent function and return its result (the CLI's ``run --json``)."""
+        out = self.cluster.cli_json("run", "-L", agent, function, *args, "--timeout", str(timeout))
+        return out[agent]
+
+
+@contextlib.contextmanager
+def saltmarsh_on_two_hosts(tmp_path: Path, *, etc_pki: bool = False, agent_settings: dict[str, object] | None = None,
+                           vm_dirs: dict[str, Path] | None = None) -> Iterator[SaltmarshOnTwoHosts]:
+    """Master + agents hva/hvb on TwoHypervisors, each agent's libvirt certificates made by the CSR flow.
+
+    The agents first get their certificates while driving libvirt's test driver (the libvirtds need them to
+    start), then run against the real daemons; VM disks go to ``vm_dirs[agent]``, else to a directory both
+    hosts share. With ``etc_pki`` each libvirtd sees its agent's ``pki_root`` at
+    /etc/pki (see TwoHypervisors), so that the agent's ``virt-admin server-update-tls`` reloads take effect.
+    """
+    cluster = Cluster(tmp_path / "cluster", pki={"allowed_names": SALTMARSH_NAMES},
+                      virt={"migration_uris": {"hva": f"qemu+tls://{HV_A_ADDRESS}/system",
+                                               "hvb": f"qemu+tls://{HV_B_ADDRESS}/system"},
+                            "migration_unsafe": True})
+    cluster.start_master()
+    images = make_image_dir()
+    roots = {host: tmp_path / f"pki-{host}" for host in SALTMARSH_NAMES}
+    try:
+        for host in SALTMARSH_NAMES:
+            cluster.start_agent(host, libvirt_tls=True, pki_root=str(roots[host]), tls_names=SALTMARSH_NAMES[host],
+                                libvirt_uri="test:///default")
+        cluster.accept(*SALTMARSH_NAMES)
+        for host in SALTMARSH_NAMES:
+            wait_until(lambda h=host: (roots[h] / "libvirt" / "pkipath" / "cacrl.pem").exists())
+            cluster.agents[host].stop()
+        crls = {} if etc_pki else {"crl_a": roots["hva"] / "CA" / "cacrl.pem",
+                                   "crl_b": roots["hvb"] / "CA" / "cacrl.pem"}
+        with two_hypervisors_running(roots["hva"], roots["hvb"], etc_pki=etc_pki, **crls) as two:
+            for host, hv in (("hva", two.a), ("hvb", two.b)):
+                cluster.start_agent(host, libvirt_tls=True, pki_root=str(roots[host]), tls_names=SALTMARSH_NAMES[host],
+                                    libvirt_uri=hv.uri, virt={"vm_dir": str((vm_dirs or {}).get(host, images / "vms")),
+                                                              "nic_profiles": {"default": []}},
+                                    **(agent_settings or {}))
+            cluster.wait_answering(*SALTMARSH_NAMES)
+            wait_until(lambda: all(h.get("libvirt") for h in cluster.cli_json("virt", "host-info").values())
+                       and len(cluster.cli_json("virt", "host-info")) == 2, timeout=30, what="both hypervisors")
+            yield SaltmarshOnTwoHosts(cluster, two, images, roots)
+    finally:
+        cluster.stop()
+        remove_image_dir(images)
