@@ -49,6 +49,10 @@ class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     heartbeat_seconds: PositiveSeconds = 10.0
     max_frame_bytes: Annotated[int, msgspec.Meta(ge=4096)] = Limits.max_frame
     freshness_seconds: PositiveSeconds = Limits.freshness_seconds
+    # Keys that may wait as pending at once: key submission is open to anyone, so a flood of
+    # fresh ids must stop somewhere; ten times the agents one master is built to serve.
+    max_pending_keys: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    max_replay_nonces: Annotated[int, msgspec.Meta(ge=16)] = Limits.max_nonces
     file_roots: list[str] = []
     pki: PkiFile = msgspec.field(default_factory=PkiFile)
     virt: VirtMasterFile = msgspec.field(default_factory=VirtMasterFile)
@@ -67,6 +71,7 @@ class MasterConfig:
     keep_jobs_hours: float
     log_level: str
     heartbeat_seconds: float
+    max_pending_keys: int
     limits: Limits
     file_roots: list[Path]
     ca: CaSettings
@@ -123,7 +128,9 @@ def load_master_config(config_dir: Path) -> MasterConfig:
         keep_jobs_hours=raw.keep_jobs_hours,
         log_level=raw.log_level,
         heartbeat_seconds=raw.heartbeat_seconds,
-        limits=Limits(max_frame=raw.max_frame_bytes, freshness_seconds=raw.freshness_seconds),
+        max_pending_keys=raw.max_pending_keys,
+        limits=Limits(max_frame=raw.max_frame_bytes, freshness_seconds=raw.freshness_seconds,
+                      max_nonces=raw.max_replay_nonces),
         file_roots=[resolve_dir(config_dir, root) for root in raw.file_roots],
         ca=CaSettings(common_name=raw.pki.ca_common_name, ca_days=raw.pki.ca_days, cert_days=raw.pki.cert_days),
         cert_default_names=list(raw.pki.default_names),

@@ -1,8 +1,9 @@
 """The image file server: ``master://path`` resolved under ``file_roots`` and served in checksummed chunks.
 
 A path is refused (with a logged reason) when it is absolute, has a ``..``
-part, a NUL, or resolves (symlinks followed) outside its root: the path
-traversal of CVE-2020-11652 cannot happen here. Each file's manifest (size,
+part, a NUL or other control character, or resolves (symlinks followed)
+outside its root: the path traversal of CVE-2020-11652 cannot happen here.
+A chunk index past the end of the file is refused too. Each file's manifest (size,
 sha256 of the whole and of every chunk) is computed once per (path, size,
 mtime) in a worker thread and cached; agents verify every chunk against it and
 cache the file by its sha256.
@@ -49,6 +50,9 @@ def safe_relative(path: str) -> str:
         raise FileRefused("empty or over-long path")
     if "\x00" in path:
         raise FileRefused("path contains a NUL byte")
+    if not path.isprintable():
+        # No image is named with a newline; refusing them keeps every logged path one line.
+        raise FileRefused(f"path {path!r} contains a control character")
     if path.startswith("/"):
         raise FileRefused(f"absolute path {path!r}")
     if ".." in path.split("/"):
@@ -70,7 +74,7 @@ class FileServer:
         for root in self._roots:
             candidate = Path(os.path.realpath(root / relative))
             if not candidate.is_relative_to(root):
-                raise FileRefused(f"{path!r} resolves to {candidate}, outside the file root {root}")
+                raise FileRefused(f"{path!r} resolves to {str(candidate)!r}, outside the file root {root}")
             if candidate.is_file():
                 return candidate
         raise FileRefused(f"no file {path!r} under the file roots")
@@ -113,6 +117,10 @@ def _build_manifest(real: Path, path: str) -> Manifest:
 
 def _read_chunk(real: Path, index: int) -> bytes:
     with real.open("rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        # Checked before seeking: an index near 2**64 would overflow seek() (OverflowError, not a refusal).
+        if index * CHUNK_SIZE >= max(size, 1):
+            raise FileRefused(f"chunk {index} is past the end of a {size}-byte file")
         handle.seek(index * CHUNK_SIZE)
         return handle.read(CHUNK_SIZE)
 

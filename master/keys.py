@@ -5,6 +5,11 @@ once, so the very next job is sealed with a key the cut-off agent never
 receives (property 5). Agents still accepted get the new key pushed over
 their authenticated request channel instead of all re-authenticating at
 once; one that misses the push fetches it when it sees an unknown key id.
+
+Submissions are what anyone can send, so what they can cost is bounded: at
+most ``max_pending_keys`` keys wait as pending (a flood of fresh ids is
+refused past it, before anything is written), and the warnings that refusals
+log are rate-limited per reason.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from saltmarsh.pki.errors import KeyConflict
 from saltmarsh.pki.ids import validate_agent_id
 from saltmarsh.pki.keys import Identity, fingerprint
 from saltmarsh.pki.keystore import AgentKey, KeyState, KeyStore
-from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Refused, Welcome
+from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Message, Refused, Welcome
+from saltmarsh.protocol.ratelimit import LogRateLimit
 from saltmarsh.protocol.tags import key_tag
 
 from .errors import CommandError
@@ -45,6 +51,7 @@ class KeyManager:
         *,
         auto_accept: bool,
         heartbeat_seconds: float,
+        max_pending_keys: int,
     ) -> None:
         self._store = store
         self._bus = bus
@@ -55,20 +62,26 @@ class KeyManager:
         self._tokens = tokens
         self._auto_accept = auto_accept
         self._heartbeat = heartbeat_seconds
+        self._max_pending = max_pending_keys
+        self._refusals = LogRateLimit(log)
 
     @property
     def store(self) -> KeyStore:
         """The key store (read-only use outside this class)."""
         return self._store
 
-    async def on_hello(self, req: Request) -> Welcome:
+    async def on_hello(self, req: Request) -> Message:
         """Handle key submission: record the key, answer with its state and the session key."""
         assert isinstance(req.body, Hello)
         agent_id = validate_agent_id(req.agent_id)
+        if self._store.get(agent_id) is None and self._store.count(KeyState.PENDING) >= self._max_pending:
+            self._refusals.warning("pending-cap", "refused key submission from %s: %d keys are already pending "
+                                   "(max_pending_keys); accept, reject or delete some", agent_id, self._max_pending)
+            return Refused(reason="too many keys are pending on the master; try again later")
         try:
             state, new = self._store.submit(agent_id, req.public_key)
         except KeyConflict as exc:
-            log.warning("refused key submission: %s", exc)
+            self._refusals.warning("conflict", "refused key submission: %s", exc)
             return Welcome(state="conflict", reason="another key is registered for this id")
         if new:
             log.info("agent %s submitted key %s: pending", agent_id, fingerprint(req.public_key))
@@ -87,21 +100,19 @@ class KeyManager:
         try:
             token = self._identity.unseal(sealed).decode()
         except (nacl.exceptions.CryptoError, UnicodeDecodeError):
-            log.warning("refused join token from %s: it is not sealed to this master's key", agent_id)
+            self._refusals.warning("token", "refused join token from %s: it is not sealed to this master's key",
+                                   agent_id)
             return KeyState.PENDING
         refusal = self._tokens.redeem(agent_id, token)
         if refusal:
-            log.warning("refused join token from %s: %s", agent_id, refusal)
+            self._refusals.warning("token", "refused join token from %s: %s", agent_id, refusal)
             return KeyState.PENDING
         log.info("agent %s joined with a one-time token", agent_id)
         return self._set_state(agent_id, KeyState.ACCEPTED).state
 
     def issue_token(self, agent_id: str, ttl: float) -> tuple[str, float]:
         """A one-time join token for ``agent_id``."""
-        try:
-            validate_agent_id(agent_id)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+        _valid_command_id(agent_id, "key token")
         return self._tokens.issue(agent_id, ttl)
 
     async def on_heartbeat(self, req: Request) -> Ack:
@@ -148,10 +159,7 @@ class KeyManager:
             await self._rotate()
 
     def _require(self, agent_id: str) -> AgentKey:
-        try:
-            validate_agent_id(agent_id)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
+        _valid_command_id(agent_id, "key command")
         record = self._store.get(agent_id)
         if record is None:
             raise CommandError(f"no key for agent {agent_id!r}")
@@ -183,3 +191,14 @@ class KeyManager:
         if routing_id is None or key is None:
             return
         await self._channel.send(routing_id, key, self._welcome(KeyState.ACCEPTED))
+
+
+def _valid_command_id(agent_id: str, what: str) -> None:
+    """CommandError (and a logged reason) for an id that is not a safe name, before any path is built."""
+    try:
+        validate_agent_id(agent_id)
+    except ValueError as exc:
+        # The control socket is local and owner-only, so this is an operator's typo or a script's
+        # bug, not a flood: every one is logged.
+        log.warning("refused %s: %s", what, exc)
+        raise CommandError(str(exc)) from exc

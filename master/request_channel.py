@@ -2,8 +2,17 @@
 
 Every frame is checked in this order, and the first failure is logged as one
 line naming the peer address and the reason, then dropped (never a crash):
-size -> envelope shape -> signature (accepted key, or the presented key for
-key submission only) -> header -> freshness -> decryption -> body schema.
+size -> envelope shape -> sender id -> signature (accepted key, or the
+presented key for key submission only) -> header -> key state -> freshness ->
+decryption -> body schema.
+
+What a peer that is not accepted can make the master hold is bounded: a
+frame from a key that is not accepted and is not key submission is refused
+before its nonce is recorded; key submissions have a replay cache of their
+own, so a flood of them cannot fill the one accepted agents' frames use; the
+X25519 Box of each key is kept in a bounded LRU; and the rejection lines are
+rate-limited per reason (protocol/ratelimit.py) while ``rejected`` counts
+every one.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import zmq
 import zmq.asyncio
 
 from saltmarsh.pki.errors import InvalidAgentId
+from saltmarsh.pki.ids import validate_agent_id
 from saltmarsh.pki.keys import Identity, curve_public
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.crypto import Cipher, PeerCipher, PlainCipher
@@ -26,6 +36,7 @@ from saltmarsh.protocol.errors import MalformedFrame, ProtocolError, UnknownSend
 from saltmarsh.protocol.freshness import ReplayGuard
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import REQUEST_KINDS, Hello, Message, Refused
+from saltmarsh.protocol.ratelimit import LogRateLimit
 from saltmarsh.protocol.transport import harden, tcp_endpoint
 
 from .publisher import MASTER_SENDER
@@ -35,6 +46,9 @@ log = logging.getLogger(__name__)
 # Enough that a slow request (a manifest being hashed) blocks no one; few enough that a burst of
 # event batches cannot pile up decoded in memory (each in-flight batch holds up to 500 events).
 MAX_IN_FLIGHT = 16
+# X25519 Boxes kept: more than the accepted agents one master serves, so that they never miss;
+# anyone else's key (every fresh key of a flood gets a Refused or a Welcome) only evicts old ones.
+MAX_CIPHERS = 4096
 
 
 @dataclass(frozen=True)
@@ -69,8 +83,10 @@ class RequestChannel:
         self._identity = identity
         self._accepted_key = accepted_key
         self._limits = limits
-        self._guard = ReplayGuard(limits.freshness_seconds)
-        self._ciphers: dict[bytes, PeerCipher] = {}
+        self._guard = ReplayGuard(limits.freshness_seconds, max_entries=limits.max_nonces)
+        self._hello_guard = ReplayGuard(limits.freshness_seconds, max_entries=limits.max_nonces)
+        self._ciphers: collections.OrderedDict[bytes, PeerCipher] = collections.OrderedDict()
+        self._reject_log = LogRateLimit(log)
         self._handlers: dict[str, Handler] = {}
         self._socket = ctx.socket(zmq.ROUTER)
         harden(self._socket, limits)
@@ -117,25 +133,26 @@ class RequestChannel:
             return
         try:
             await self._handle(parts[0].bytes, parts[1].bytes)
-        except ProtocolError as exc:
-            self._reject(peer, exc)
-        except InvalidAgentId as exc:
+        except (ProtocolError, InvalidAgentId) as exc:
             self._reject(peer, exc)
         except Exception:  # a bug in a handler must not take the channel down
             log.exception("request from %s failed inside the master", peer)
 
     def _reject(self, peer: str, exc: Exception) -> None:
         self.rejected += 1
-        log.warning("rejected frame from %s: %s", peer, exc)
+        self._reject_log.warning(type(exc).__name__, "rejected frame from %s: %s", peer, exc)
 
     async def _handle(self, routing_id: bytes, frame: bytes) -> None:
         outer = parse_outer(frame, self._limits)
+        # The id becomes a key file's name and a tag part: refuse it before anything looks it up.
+        validate_agent_id(outer.sender)
         header, public_key, accepted = self._authenticate(outer)
-        self._guard.check(header.sender, header.ts, header.nonce)
         if not accepted and header.kind != Hello.KIND:
+            # Refused before its nonce is recorded: it is answered the same way however often it comes.
             await self.send(routing_id, public_key, Refused(reason="key not accepted"), header.nonce)
             raise Unaccepted(f"{header.sender!r} sent {header.kind!r} but its key is not accepted: "
                              "an unaccepted key may only submit itself")
+        (self._guard if accepted else self._hello_guard).check(header.sender, header.ts, header.nonce)
         kind = REQUEST_KINDS.get(header.kind)
         if kind is None:
             raise MalformedFrame(f"unknown request kind {header.kind!r}")
@@ -164,12 +181,16 @@ class RequestChannel:
     def peer_cipher(self, public_key: bytes) -> PeerCipher:
         """The Box shared with the holder of ``public_key`` (the X25519 step is done once)."""
         cipher = self._ciphers.get(public_key)
-        if cipher is None:
-            try:
-                peer = curve_public(public_key)
-            except Exception as exc:  # pynacl raises several types for a bad point
-                raise MalformedFrame("presented key cannot be converted for encryption") from exc
-            cipher = self._ciphers[public_key] = PeerCipher(self._identity.curve_private, peer)
+        if cipher is not None:
+            self._ciphers.move_to_end(public_key)
+            return cipher
+        try:
+            peer = curve_public(public_key)
+        except Exception as exc:  # pynacl raises several types for a bad point
+            raise MalformedFrame("presented key cannot be converted for encryption") from exc
+        cipher = self._ciphers[public_key] = PeerCipher(self._identity.curve_private, peer)
+        if len(self._ciphers) > MAX_CIPHERS:
+            self._ciphers.popitem(last=False)
         return cipher
 
     async def send(self, routing_id: bytes, public_key: bytes, message: Message, reply_to: bytes = b"") -> None:

@@ -80,6 +80,9 @@ def _san(names: list[str]) -> x509.SubjectAlternativeName:
     return x509.SubjectAlternativeName(entries)
 
 
+MAX_NAMES_SHOWN = 10  # of the refused names, in the refusal message
+
+
 class CertificateAuthority:
     """A CA kept in ``directory`` (ca.key 0600, ca.crt, issued.json, crl.pem)."""
 
@@ -149,7 +152,9 @@ class CertificateAuthority:
             raise CsrRefused(f"CSR from {agent_id} names no host")
         foreign = [n for n in names if n not in allowed]
         if foreign:
-            raise CsrRefused(f"CSR from {agent_id} asks for {', '.join(foreign)}, which it may not use "
+            # repr: the names come from the agent and go into the master's log (no control characters).
+            shown = ", ".join(repr(n) for n in foreign[:MAX_NAMES_SHOWN])
+            raise CsrRefused(f"CSR from {agent_id} asks for {shown}, which it may not use "
                              f"(allowed: {', '.join(sorted(allowed))})")
         now = datetime.datetime.now(UTC)
         not_after = now + datetime.timedelta(days=days or self._settings.cert_days)

@@ -8,6 +8,7 @@ A state change is a rename, so a crash never leaves an id in two states.
 
 from __future__ import annotations
 
+import collections
 import enum
 import os
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ class KeyStore:
     def __init__(self, directory: Path) -> None:
         self._dir = directory
         self._keys: dict[str, AgentKey] = {}
+        self._counts: collections.Counter[KeyState] = collections.Counter()
         for state in KeyState:
             self._state_dir(state).mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
@@ -66,6 +68,7 @@ class KeyStore:
                 except ValueError as exc:
                     raise KeyFileError(f"{path}: {exc}") from exc
                 self._keys[agent_id] = AgentKey(agent_id, key, state)
+                self._counts[state] += 1
 
     def get(self, agent_id: str) -> AgentKey | None:
         """Return the key record for ``agent_id``, or None."""
@@ -81,6 +84,10 @@ class KeyStore:
     def all(self) -> list[AgentKey]:
         """Every key record, sorted by id."""
         return [self._keys[k] for k in sorted(self._keys)]
+
+    def count(self, state: KeyState) -> int:
+        """How many keys are in ``state`` (kept up to date, so asking costs nothing)."""
+        return self._counts[state]
 
     def ids(self, state: KeyState) -> list[str]:
         """Sorted ids in one state."""
@@ -104,6 +111,7 @@ class KeyStore:
             return record.state, False
         write_atomic(self._path(agent_id, KeyState.PENDING), encode_public_key(public_key).encode())
         self._keys[agent_id] = AgentKey(agent_id, public_key, KeyState.PENDING)
+        self._counts[KeyState.PENDING] += 1
         return KeyState.PENDING, True
 
     def set_state(self, agent_id: str, state: KeyState) -> AgentKey:
@@ -111,6 +119,8 @@ class KeyStore:
         record = self._require(agent_id)
         if record.state is not state:
             os.replace(self._path(agent_id, record.state), self._path(agent_id, state))
+            self._counts[record.state] -= 1
+            self._counts[state] += 1
             record = AgentKey(agent_id, record.public_key, state)
             self._keys[agent_id] = record
         return record
@@ -120,6 +130,7 @@ class KeyStore:
         record = self._require(agent_id)
         self._path(agent_id, record.state).unlink(missing_ok=True)
         del self._keys[agent_id]
+        self._counts[record.state] -= 1
         return record
 
     def _require(self, agent_id: str) -> AgentKey:

@@ -3,7 +3,11 @@
 msgspec decodes msgpack straight into typed Structs, rejects unknown fields,
 wrong types and over-long strings in one pass, in C; that is the schema check
 of DESIGN.md's property 7 and it is several times faster than msgpack plus a
-hand-written validator. Every decoding error becomes MalformedFrame here.
+hand-written validator. Every decoding error becomes MalformedFrame here,
+with msgspec's message cut to MAX_REASON characters and its control
+characters escaped: msgspec quotes an unknown field's name verbatim, and that
+name is whatever the peer sent (a newline that forges a log line, or a
+megabyte of text), while the reason ends up in a log line.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import msgspec
 from .errors import MalformedFrame
 
 T = TypeVar("T")
+
+MAX_REASON = 200
 
 _encoder = msgspec.msgpack.Encoder()
 
@@ -40,14 +46,26 @@ def decode(data: bytes, kind: type[T], what: str = "message") -> T:
     try:
         result: T = _decoder(kind).decode(data)
     except msgspec.ValidationError as exc:
-        raise MalformedFrame(f"{what} violates its schema: {exc}") from exc
+        raise MalformedFrame(f"{what} violates its schema: {_reason(exc)}") from exc
     except msgspec.DecodeError as exc:
-        raise MalformedFrame(f"{what} is not valid msgpack: {exc}") from exc
+        raise MalformedFrame(f"{what} is not valid msgpack: {_reason(exc)}") from exc
+    except UnicodeDecodeError as exc:
+        # msgspec raises this, not DecodeError, for a field name that is not UTF-8 (found by
+        # fuzz/fuzz_envelope.py: any key could send it in a hello and make the master fail inside).
+        raise MalformedFrame(f"{what} has a field name that is not UTF-8: {_reason(exc)}") from exc
     except RecursionError as exc:
         # msgspec stops at Python's recursion limit on deeply nested arrays and maps, and
         # raises RecursionError rather than DecodeError: still just a malformed frame.
-        raise MalformedFrame(f"{what} is nested too deeply: {exc}") from exc
+        raise MalformedFrame(f"{what} is nested too deeply: {_reason(exc)}") from exc
     return result
+
+
+def _reason(exc: Exception) -> str:
+    """``str(exc)``, at most MAX_REASON characters, with anything unprintable escaped."""
+    text = str(exc)
+    cut = text[:MAX_REASON]
+    printable = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in cut)
+    return printable + ("..." if len(text) > MAX_REASON else "")
 
 
 def to_builtins(obj: Any) -> Any:

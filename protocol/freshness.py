@@ -2,27 +2,42 @@
 
 A nonce only has to be remembered while its frame could still pass the
 timestamp check, so the cache holds at most (frames per second x window) and
-expires entries in arrival order.
+expires entries in arrival order (twice the window, so that a clock stepped
+back by up to a window does not make an expired nonce acceptable again). The
+cache is also bounded in entries: when it is full, a frame whose nonce cannot be
+recorded is refused rather than let through unrecorded (which would make it
+replayable), until older entries expire. Each entry is a 16-byte digest of
+(sender, nonce), so its size does not depend on what a sender chose to send.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import math
 import time
 from collections.abc import Callable
 
 from .errors import ReplayedFrame, StaleFrame
+from .limits import Limits
+
+
+def _entry(sender: str, nonce: bytes) -> bytes:
+    # Length-prefixed so that ("ab", b"c...") and ("a", b"bc...") cannot collide.
+    raw = sender.encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(len(raw).to_bytes(4, "big") + raw + nonce, digest_size=16, person=b"smnonce").digest()
 
 
 class ReplayGuard:
-    """Refuses frames that are too old, from the future, or seen before."""
+    """Refuses frames that are too old, from the future, or seen before; holds at most ``max_entries`` nonces."""
 
-    def __init__(self, window_seconds: float, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, window_seconds: float, clock: Callable[[], float] = time.time,
+                 max_entries: int = Limits.max_nonces) -> None:
         self._window = window_seconds
         self._clock = clock
-        self._seen: set[tuple[str, bytes]] = set()
-        self._expiry: collections.deque[tuple[float, tuple[str, bytes]]] = collections.deque()
+        self._max = max_entries
+        self._seen: set[bytes] = set()
+        self._expiry: collections.deque[tuple[float, bytes]] = collections.deque()
 
     def check(self, sender: str, ts: float, nonce: bytes) -> None:
         """Record (sender, nonce); raise StaleFrame or ReplayedFrame if it must be refused."""
@@ -37,9 +52,14 @@ class ReplayGuard:
                 f"timestamp is {skew:+.1f} s from this host's clock (window ±{self._window:.0f} s)"
             )
         self._expire(now)
-        key = (sender, nonce)
+        key = _entry(sender, nonce)
         if key in self._seen:
             raise ReplayedFrame(f"nonce {nonce.hex()} from {sender} was already seen")
+        if len(self._seen) >= self._max:
+            raise ReplayedFrame(
+                f"replay cache is full ({self._max} nonces inside the window): cannot record the nonce "
+                f"from {sender}, so its frame is refused until older entries expire"
+            )
         self._seen.add(key)
         self._expiry.append((now + 2 * self._window, key))
 

@@ -19,6 +19,10 @@ class Limits:
     max_frame: int = 4 * 1024 * 1024
     max_batch: int = 1000
     freshness_seconds: float = 120.0
+    # Nonces each replay cache holds (about 180 bytes each): past it, frames are refused until
+    # entries expire, since one let through unrecorded could be replayed. 2 x window seconds at
+    # over 1,000 frames a second, more than one master's request channel verifies.
+    max_nonces: int = 262_144
 
     @property
     def transport_max(self) -> int:

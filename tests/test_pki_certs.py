@@ -65,8 +65,8 @@ def test_csr_for_a_name_the_agent_does_not_own_is_refused(pki_cluster: Cluster, 
     result = pki_cluster.cli("run", "hv2", "virt.keys", "--json", check=False)
     error = json.loads(result.stdout)["hv2"]["error"]
     assert result.returncode == 1 and error["type"] == "CertificateRefused"
-    assert "asks for hv1, 127.0.0.1, which it may not use" in error["message"]
-    assert "refused certificate request: CSR from hv2 asks for hv1" in pki_cluster.master.log()
+    assert "asks for 'hv1', '127.0.0.1', which it may not use" in error["message"]
+    assert "refused certificate request: CSR from hv2 asks for 'hv1'" in pki_cluster.master.log()
     assert not (tmp_path / "pki-hv2" / "libvirt").exists()
 
 
@@ -131,3 +131,26 @@ def test_revoked_then_reaccepted_agent_gets_new_certificates(pki_cluster: Cluste
     assert crl.get_revoked_certificate_by_serial_number(first) is not None
     assert crl.get_revoked_certificate_by_serial_number(_load(root / "libvirt/servercert.pem").serial_number) is None
     assert "this host's libvirt certificates are revoked; requesting new ones" in pki_cluster.agents["hv1"].log()
+
+
+def test_the_libvirtd_admin_uri_follows_the_libvirt_uri() -> None:
+    from saltmarsh.agent.tls import admin_uri_for
+
+    assert admin_uri_for("qemu:///system") == "libvirtd:///system"
+    assert (admin_uri_for("qemu+unix:///system?socket=/x/run/libvirt-sock")
+            == "libvirtd:///system?socket=/x/run/libvirt-admin-sock")
+    # Nothing to reload: libvirt's test driver, or a libvirtd on another host.
+    assert admin_uri_for("test:///default") == "" and admin_uri_for("qemu+tls://hv2/system") == ""
+
+
+def test_a_failed_libvirtd_reload_is_logged_not_raised(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from saltmarsh.agent.tls import LibvirtTls
+
+    socket = tmp_path / "no-such-admin-sock"
+    tls = LibvirtTls(tmp_path / "pki", ["hv1"], request=lambda message, timeout: None,  # type: ignore[arg-type,return-value]
+                     renew_fraction=2 / 3, admin_uri=f"libvirtd:///system?socket={socket}")
+    with caplog.at_level(logging.WARNING, logger="saltmarsh.agent.tls"):
+        assert tls.reload_libvirtd() is False  # the real virt-admin, against a daemon that is not there
+    assert "libvirtd did not reload its TLS files" in caplog.text and str(socket) in caplog.text

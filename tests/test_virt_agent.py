@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from saltmarsh.agent.errors import InvalidSpec
+from saltmarsh.agent.virt.spec import parse_spec, validate_name
+
 from .cluster import Cluster, EventRecorder
 
 
@@ -130,3 +133,12 @@ def test_libvirt_lifecycle_events_and_inventory_reach_the_bus(hv: Cluster) -> No
     assert domain == ["defined", "started", "suspended", "resumed", "stopped", "undefined"], domain
     started = next(data for tag, data in events if tag.endswith("/domain/ev1/started"))
     assert started["detail"] == "booted" and started["info"]["cpu"] == 1
+
+
+@pytest.mark.parametrize("name", ["vm1\n", "vm1\r", "../etc", ".hidden", "-x", "a/b", "x" * 65, ""])
+def test_unsafe_vm_names_are_refused(name: str) -> None:
+    # msgspec's `$` accepts a trailing newline; the patterns end in \Z so that "vm1\n" is refused too.
+    with pytest.raises(InvalidSpec):
+        validate_name(name)
+    with pytest.raises(InvalidSpec):
+        parse_spec({"name": name, "cpus": 1, "memory_mib": 128})

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
-DeviceName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
+DeviceName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}\Z")]
 
 
 class NicProfileEntry(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

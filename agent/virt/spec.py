@@ -9,8 +9,8 @@ import msgspec
 from ..errors import InvalidSpec
 
 # No path separators, no leading dot or dash, bounded: a VM name becomes a file name.
-VmName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-ProfileName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+VmName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")]
+ProfileName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")]
 # An absolute path on the hypervisor, or master://relative/path served by the master.
 ImageRef = Annotated[str, msgspec.Meta(max_length=1024)]
 
