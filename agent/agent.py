@@ -22,8 +22,9 @@ from .errors import AgentError, MasterUnavailable, NotAuthenticated
 from .executor import Executor
 from .functions import FunctionContext, MasterAddress
 from .outbox import EventOutbox, ReturnOutbox
+from .spool import Spool
 from .subscriber import JobSubscriber
-from .tls import LibvirtTls
+from .tls import LibvirtTls, admin_uri_for
 from .trust import MasterTrust
 from .virt.events import DomainEventWatcher, start_event_loop
 from .virt.host import LibvirtHost
@@ -62,8 +63,9 @@ class Agent:
         """Connect, authenticate and serve until ``stop`` is set."""
         cfg = self.config
         log.info("agent %s (key %s) connecting to %s", cfg.agent_id, self.identity.fingerprint, cfg.master)
-        self.events = EventOutbox(asyncio.get_running_loop())
-        self.returns = ReturnOutbox()
+        self.spool = Spool(cfg.spool_path, max_events=cfg.spool_max_events, max_returns=cfg.spool_max_returns)
+        self.events = EventOutbox(asyncio.get_running_loop(), self.spool)
+        self.returns = ReturnOutbox(self.spool)
         start_event_loop()  # before the first libvirt connection, or it delivers no events
         self.libvirt = LibvirtHost(cfg.libvirt_uri)
         self.watcher = DomainEventWatcher(self.libvirt, cfg.agent_id, self.events.fire_threadsafe)
@@ -73,11 +75,12 @@ class Agent:
             return asyncio.run_coroutine_threadsafe(self.send(message, timeout), loop)
 
         images = ImageCache(cfg.virt.images_dir, cfg.agent_id, request, self.events.fire_threadsafe)
-        self.tls = LibvirtTls(cfg.pki_root, cfg.tls_names, request, cfg.tls_renew_fraction)
+        self.tls = LibvirtTls(cfg.pki_root, cfg.tls_names, request, cfg.tls_renew_fraction,
+                              cfg.libvirt_admin_uri or admin_uri_for(cfg.libvirt_uri))
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
                               self.libvirt, cfg.virt, images,
                               MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls)
-        self.executor = Executor(ctx, cfg.worker_threads, self.returns, self._job_pool)
+        self.executor = Executor(ctx, cfg.worker_threads, self.returns, self.spool, self._job_pool)
         self.channel = RequestClient(
             self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,
             self.trust, cfg.limits, self._on_push,
@@ -104,12 +107,13 @@ class Agent:
         log.info("agent stopped")
 
     async def close(self) -> None:
-        """Close sockets and the worker pool."""
-        self.executor.shutdown()
+        """Close sockets, the worker pool and the spool."""
+        await self.executor.shutdown()
         self.watcher.stop()
         self.libvirt.close()
         self.subscriber.close()
         await self.channel.close()
+        self.spool.close()
         if self._owns_zmq:
             self._zmq.term()
 

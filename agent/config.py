@@ -48,6 +48,10 @@ class AgentFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     tls_names: list[str] = []  # names besides the agent id (host names, IPs) the certificates carry
     tls_renew_fraction: Annotated[float, msgspec.Meta(gt=0, lt=1)] = 2 / 3
     tls_check_seconds: PositiveSeconds = 300.0
+    # The on-disk spool (agent/spool.py): what it holds while the master is away, oldest dropped past it.
+    spool_max_events: Annotated[int, msgspec.Meta(ge=1)] = 200_000
+    spool_max_returns: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+    libvirt_admin_uri: str = ""  # libvirtd's admin URI, to reload TLS files; "" = derived from libvirt_uri
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,9 @@ class AgentConfig:
     tls_names: list[str]
     tls_renew_fraction: float
     tls_check_seconds: float
+    spool_max_events: int
+    spool_max_returns: int
+    libvirt_admin_uri: str
 
     @property
     def key_path(self) -> Path:
@@ -86,6 +93,11 @@ class AgentConfig:
     def master_key_path(self) -> Path:
         """The master's public key as first seen (trust on first use when no fingerprint is pinned)."""
         return self.root_dir / "pki" / "master.pub"
+
+    @property
+    def spool_path(self) -> Path:
+        """The spool of returns, events and the job journal (agent/spool.py)."""
+        return self.root_dir / "spool.sqlite"
 
 
 def load_agent_config(config_dir: Path) -> AgentConfig:
@@ -126,4 +138,7 @@ def load_agent_config(config_dir: Path) -> AgentConfig:
         tls_names=[agent_id, *(n for n in raw.tls_names if n != agent_id)],
         tls_renew_fraction=raw.tls_renew_fraction,
         tls_check_seconds=raw.tls_check_seconds,
+        spool_max_events=raw.spool_max_events,
+        spool_max_returns=raw.spool_max_returns,
+        libvirt_admin_uri=raw.libvirt_admin_uri,
     )

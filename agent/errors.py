@@ -4,6 +4,7 @@
     ├── RogueMaster            a master presented a key other than the pinned or first-seen one
     ├── MasterUnavailable      no reply from the master within the request timeout
     ├── NotAuthenticated       the master refused us (key not accepted) or we hold no session key
+    ├── SpoolError             the on-disk spool (returns, events, job journal) cannot be opened or written
     └── FunctionError          a job's function could not run: unknown function, bad arguments
         ├── LibvirtFailure     libvirt refused a call (what, which VM, libvirt's message)
         ├── VmNotFound         no VM of that name on this hypervisor
@@ -31,6 +32,10 @@ class MasterUnavailable(AgentError):
 
 class NotAuthenticated(AgentError):
     """Raised when the master refuses a request because our key is not accepted."""
+
+
+class SpoolError(AgentError, OSError):
+    """Raised when the on-disk spool cannot be opened, read or written (also an OSError: fatal at start-up)."""
 
 
 class FunctionError(AgentError):

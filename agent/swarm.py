@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 # Two sockets per member, plus the context's own; libzmq's default cap is 1,023.
 SOCKETS_PER_MEMBER = 2
-# Every member's connections are file descriptors (two TCP connections and their mailboxes).
-FDS_PER_MEMBER = 8
+# Every member's connections are file descriptors (two TCP connections and their mailboxes),
+# and so is its spool (agent/spool.py: the SQLite file, its WAL and its shared-memory file).
+FDS_PER_MEMBER = 11
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""The job cache: jobs, the agents each job expects, returns, and agent presence, in SQLite.
+"""The job cache in SQLite: jobs, the agents each job expects, returns, agent presence, relayed event ids.
 
-Writes happen before the master acknowledges a return, so a return that an
+Writes happen before the master acknowledges a return (or an events batch), so a return that an
 agent saw acknowledged survives a master crash (WAL, synchronous=NORMAL:
 durable across a process kill; a power cut may lose the last commits).
 Blobs are msgpack.
@@ -31,6 +31,8 @@ CREATE TABLE IF NOT EXISTS returns (
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY, labels BLOB NOT NULL, version TEXT NOT NULL,
     first_seen REAL NOT NULL, last_seen REAL NOT NULL, down_since REAL);
+CREATE TABLE IF NOT EXISTS event_marks (
+    agent_id TEXT PRIMARY KEY, stream INTEGER NOT NULL, mark INTEGER NOT NULL, above BLOB NOT NULL);
 """
 
 
@@ -169,6 +171,18 @@ class JobCache:
     def forget_agent(self, agent_id: str) -> None:
         """Drop an agent's presence record (its key was deleted)."""
         self._db.execute("DELETE FROM agents WHERE agent_id = ?", (agent_id,))
+
+    def event_marks(self, agent_id: str) -> tuple[int, int, list[int]] | None:
+        """(stream, mark, ids above the mark) of the agent's events relayed so far, if any (agent_events.py)."""
+        row = self._db.execute("SELECT stream, mark, above FROM event_marks WHERE agent_id = ?", (agent_id,)).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), int(row[1]), decode(row[2], list[int], "stored event marks")
+
+    def save_event_marks(self, agent_id: str, stream: int, mark: int, above: list[int]) -> None:
+        """Record which of the agent's events were relayed (one statement: written before the Ack)."""
+        self._db.execute("INSERT OR REPLACE INTO event_marks VALUES (?, ?, ?, ?)",
+                         (agent_id, stream, mark, encode(above)))
 
     def agents(self) -> list[AgentRecord]:
         """Every remembered agent."""

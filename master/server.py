@@ -55,9 +55,10 @@ class Master:
         self.keys = KeyManager(
             store, self.bus, self.sessions, self.presence, self.channel, self.identity, TokenStore(self.cache),
             auto_accept=config.auto_accept, heartbeat_seconds=config.heartbeat_seconds,
+            max_pending_keys=config.max_pending_keys,
         )
         self.jobs = JobRouter(self.cache, self.bus, self.publisher, self.presence, self.keys)
-        self.relay = AgentEventRelay(self.bus, self.presence)
+        self.relay = AgentEventRelay(self.bus, self.presence, self.cache)
         self.inventory = Inventory(self.cache)
         placement = Placement(self.inventory, self.presence.is_up,
                               self.presence.labels)

@@ -21,7 +21,9 @@ Labels = Annotated[
     dict[Annotated[str, msgspec.Meta(max_length=64)], Annotated[str, msgspec.Meta(max_length=256)]],
     msgspec.Meta(max_length=64),
 ]
-Jid = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{20,26}$")]
+# Patterns end in \Z, not $: msgspec matches with re.search, where $ also matches before a
+# trailing newline, so "<jid>\n" would pass as a jid (and reach log lines and event tags).
+Jid = Annotated[str, msgspec.Meta(pattern=r"^[0-9]{20,26}\Z")]
 
 
 class Message(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -81,19 +83,32 @@ class Returns(Message, frozen=True):
     returns: Annotated[list[JobReturn], msgspec.Meta(min_length=1, max_length=1000)]
 
 
+# An event's id in its agent's stream: ascending in firing order, 0 for an event without one.
+EventSeq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+
+
 class AgentEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """An event fired on an agent."""
+    """An event fired on an agent; ``seq`` identifies it so that a batch sent twice is relayed once."""
 
     tag: Tag
     data: Any = None
     ts: float = 0.0
+    seq: EventSeq = 0
 
 
 class Events(Message, frozen=True):
-    """Agent -> master, Box: a batch of events (batched so one signature covers many)."""
+    """Agent -> master, Box: a batch of events (batched so one signature covers many).
+
+    ``stream`` names the agent's event stream (made with its spool; a new one means the
+    agent's ids started again) and ``floor`` is the lowest id the agent may still send:
+    everything below it was acknowledged or given up, so the master forgets those ids.
+    Acknowledged with an Ack once relayed; a duplicate is acknowledged and not relayed.
+    """
 
     KIND: ClassVar[str] = "events"
     events: Annotated[list[AgentEvent], msgspec.Meta(min_length=1, max_length=1000)]
+    stream: EventSeq = 0
+    floor: EventSeq = 0
 
 
 # ---- master -> agent, request channel ---------------------------------------------------
@@ -103,7 +118,7 @@ class Welcome(Message, frozen=True):
     """Master -> agent, Box: the key's state and, once accepted, the publish session key."""
 
     KIND: ClassVar[str] = "welcome"
-    state: Annotated[str, msgspec.Meta(pattern="^(pending|accepted|rejected|conflict)$")]
+    state: Annotated[str, msgspec.Meta(pattern=r"^(pending|accepted|rejected|conflict)\Z")]
     session_key: Annotated[bytes, msgspec.Meta(max_length=32)] = b""
     heartbeat_seconds: float = 10.0
     reason: ShortText = ""
@@ -130,7 +145,7 @@ class Refused(Message, frozen=True):
 class Target(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Which agents a job is for: an id, a glob, a list of ids, or labels."""
 
-    kind: Annotated[str, msgspec.Meta(pattern="^(id|glob|list|labels)$")]
+    kind: Annotated[str, msgspec.Meta(pattern=r"^(id|glob|list|labels)\Z")]
     ids: Annotated[list[AgentId], msgspec.Meta(max_length=10000)] = []
     pattern: Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)] = ""
     labels: Labels = {}
@@ -167,7 +182,7 @@ class FileInfo(Message, frozen=True):
     KIND: ClassVar[str] = "file_info"
     path: FilePath
     size: Annotated[int, msgspec.Meta(ge=0)]
-    sha256: Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+    sha256: Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}\Z")]
     chunk_size: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHUNK)]
     chunks: Annotated[list[Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]],
                       msgspec.Meta(max_length=120_000)]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from . import FunctionContext, function
 
 MAX_SLEEP = 3600.0
 MAX_BURST = 1_000_000
+# test.count_run writes only here, under a plain file name: a test function is no way to write anywhere.
+RUNS_DIR = "saltmarsh-test-runs"
+RUN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}\Z")
 
 
 @function("test.ping")
@@ -40,6 +46,39 @@ def fire_events(ctx: FunctionContext, count: int, tag: str = "bench/event") -> i
     for i in range(int(count)):
         ctx.fire_event(tag, {"n": i})
     return int(count)
+
+
+@function("test.fire_steadily")
+def fire_steadily(ctx: FunctionContext, count: int, seconds: float, tag: str = "test/steady") -> int:
+    """Fire ``count`` events tagged ``tag`` (data ``{"n": i}``) evenly spread over ``seconds``; return count."""
+    if not 0 < int(count) <= MAX_BURST:
+        raise ValueError(f"count must be between 1 and {MAX_BURST}")
+    if not 0 <= float(seconds) <= MAX_SLEEP:
+        raise ValueError(f"seconds must be between 0 and {MAX_SLEEP:.0f}")
+    start = time.monotonic()
+    for i in range(int(count)):
+        delay = start + i * float(seconds) / int(count) - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        ctx.fire_event(tag, {"n": i})
+    return int(count)
+
+
+@function("test.count_run")
+def count_run(ctx: FunctionContext, name: str, seconds: float = 0.0) -> int:
+    """Append a line to ``<temp dir>/saltmarsh-test-runs/<name>``, sleep ``seconds``; return the lines so far.
+
+    A test counts the lines to learn how often a job really ran (once, across an agent restart).
+    """
+    if not RUN_NAME.match(str(name)):
+        raise ValueError("name must be a plain file name (letters, digits, '.', '_', '-'; at most 64)")
+    path = Path(tempfile.gettempdir()) / RUNS_DIR / str(name)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    with path.open("a") as runs:
+        runs.write(f"{ctx.agent_id} {time.time()}\n")
+    lines = len(path.read_text().splitlines())
+    sleep(ctx, seconds)
+    return lines
 
 
 @function("test.raise_error")
