@@ -116,18 +116,19 @@ class Executor:
 def run_function(ctx: FunctionContext, job: Job) -> JobReturn:
     """Call the job's function and build its return; a raise becomes a structured error."""
     started = time.time()
+    clock = time.monotonic()  # the duration must not go negative if the wall clock steps back
     try:
         result: Any = functions.call(job.fun, ctx, list(job.args), dict(job.kwargs))
         size = len(encode(result))  # a result we cannot send is the function's error, found here
         if size > MAX_RESULT_BYTES:
             raise ValueError(f"result of {size} bytes exceeds the {MAX_RESULT_BYTES}-byte limit of a return")
         return JobReturn(jid=job.jid, fun=job.fun, success=True, result=result,
-                         started=started, duration=time.time() - started)
+                         started=started, duration=time.monotonic() - clock)
     except Exception as exc:  # any failure of the function is reported, never lost
         error = ErrorInfo(type=type(exc).__name__, message=str(exc)[:4000])
     log.info("job %s %s failed: %s: %s", job.jid, job.fun, error.type, error.message)
     return JobReturn(jid=job.jid, fun=job.fun, success=False, error=error,
-                     started=started, duration=time.time() - started)
+                     started=started, duration=time.monotonic() - clock)
 
 
 @dataclass

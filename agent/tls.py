@@ -18,6 +18,9 @@ certificates or a changed CRL the agent asks it to reload them
 reloads from its *default* locations (/etc/pki/...), not from ``key_file`` and
 friends in libvirtd.conf: the reload takes effect when ``pki_root`` is /etc/pki
 as libvirtd sees it (the default).
+
+cryptography is imported where it is used, not at the top: it is 9 MB of every
+agent's memory (bench/bus.py), and an agent without libvirt TLS never needs it.
 """
 
 from __future__ import annotations
@@ -29,16 +32,16 @@ import subprocess
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from cryptography import x509
-
-from saltmarsh.pki.csr import build_csr, key_pem, new_key
 from saltmarsh.pki.files import write_atomic, write_secret
 from saltmarsh.protocol.messages import CertIssued, CertRequest, CrlData, CrlRequest, Failed, Message
 
 from .errors import AgentError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,7 @@ class LibvirtTls:
 
     def client_problem(self, now: datetime.datetime | None = None) -> str:
         """Why this host's libvirt client certificate cannot be used now ("" if it can)."""
+        from cryptography import x509
         path = self.files["client_cert"]
         if not path.exists():
             return f"this hypervisor has no libvirt client certificate at {path} (run virt.keys or set libvirt_tls)"
@@ -120,6 +124,7 @@ class LibvirtTls:
 
     def renewal_due(self, now: datetime.datetime | None = None) -> bool:
         """True if there is no certificate yet or ``renew_fraction`` of its lifetime has passed."""
+        from cryptography import x509
         path = self.files["server_cert"]
         if not path.exists():
             return True
@@ -130,6 +135,9 @@ class LibvirtTls:
 
     def issue(self) -> dict[str, Any]:
         """Make new keys, have the master sign them, and write libvirt's files."""
+        from cryptography import x509
+
+        from saltmarsh.pki.csr import build_csr, key_pem, new_key
         server_key, client_key = new_key(), new_key()
         reply = self._ask(CertRequest(server_csr=build_csr(server_key, self._names),
                                       client_csr=build_csr(client_key, self._names)))
@@ -179,6 +187,7 @@ class LibvirtTls:
 
     def revoked(self, crl_pem: bytes) -> bool:
         """True if the CRL lists this host's server or client certificate."""
+        from cryptography import x509
         crl = x509.load_pem_x509_crl(crl_pem)
         for role in ("server_cert", "client_cert"):
             path = self.files[role]
@@ -230,6 +239,7 @@ class LibvirtTls:
         libvirt's own message on either side is opaque ("Failed to verify peer's certificate", "Unable to read
         TLS confirmation"); the CRL and the peer's certificate say which end was refused and why.
         """
+        from cryptography import x509
         try:
             crl = x509.load_pem_x509_crl(self.current_crl())
         except (AgentError, TimeoutError, ValueError) as exc:
@@ -266,6 +276,7 @@ RENEW_HINT = ("; its key was rejected or deleted: it gets new certificates at th
 
 def _peer_certificate(host: str, port: int) -> x509.Certificate | None:
     """The certificate a TLS server presents (not verified: only read, to explain a refusal); None if unreachable."""
+    from cryptography import x509
     try:
         pem = ssl.get_server_certificate((host, port), timeout=PEER_TIMEOUT)
     except (OSError, ssl.SSLError) as exc:

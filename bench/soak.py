@@ -125,11 +125,15 @@ def slope_mb_per_minute(points: list[tuple[float, float]]) -> float:
 def report(soak: Soak) -> None:
     """Print the slopes after the warm-up sample."""
     steady = soak.samples[1:] if len(soak.samples) > 2 else soak.samples
+    # Caches fill early (the job cache's SQLite pages, allocator arenas); a leak keeps climbing, so
+    # the slope over the second half is printed beside the slope over the whole run.
+    late = soak.samples[len(soak.samples) // 2:]
     for name, pick in (("master", lambda s: s.master_mb), ("agent median", lambda s: s.agent_median_mb),
                        ("agent max", lambda s: s.agent_max_mb)):
         points = [(s.minute, pick(s)) for s in steady]
+        late_points = [(s.minute, pick(s)) for s in late]
         print(f"slope {name}: {slope_mb_per_minute(points):+.3f} MB/min "
-              f"({points[0][1]:.1f} -> {points[-1][1]:.1f} MB)")
+              f"({points[0][1]:.1f} -> {points[-1][1]:.1f} MB); second half {slope_mb_per_minute(late_points):+.3f}")
     print(f"load: {soak.jobs} jobs, {soak.events} events in {soak.samples[-1].minute:.1f} min; "
           f"load loop behind schedule by {soak.late_seconds:.1f} s in all")
 

@@ -19,10 +19,11 @@ class Limits:
     max_frame: int = 4 * 1024 * 1024
     max_batch: int = 1000
     freshness_seconds: float = 120.0
-    # Nonces each replay cache holds (about 180 bytes each): past it, frames are refused until
-    # entries expire, since one let through unrecorded could be replayed. 2 x window seconds at
-    # over 1,000 frames a second, more than one master's request channel verifies.
-    max_nonces: int = 262_144
+    # Nonces each replay cache holds (about 90 bytes each, so 47 MB when full): past it, frames
+    # are refused until entries expire, since one let through unrecorded could be replayed.
+    # Entries live 2 x window seconds, so this admits about 2,200 frames a second, sustained:
+    # 1,000 agents' heartbeats, returns and event batches (bench/swarm.py) with room to spare.
+    max_nonces: int = 524_288
 
     @property
     def transport_max(self) -> int:

@@ -57,6 +57,12 @@ class Heartbeat(Message, frozen=True):
     key_id: Annotated[bytes, msgspec.Meta(max_length=16)] = b""
 
 
+# Times and durations on the wire are finite and not negative: a NaN would pass every
+# comparison it meets and print as invalid JSON (``job show --json``).
+Seconds = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
+Interval = Annotated[float, msgspec.Meta(gt=0, le=1e9)]
+
+
 class ErrorInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A structured error: what kind of failure and its message (no traceback)."""
 
@@ -72,8 +78,8 @@ class JobReturn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     success: bool
     result: Any = None
     error: ErrorInfo | None = None
-    started: float = 0.0
-    duration: float = 0.0
+    started: Seconds = 0.0
+    duration: Seconds = 0.0
 
 
 class Returns(Message, frozen=True):
@@ -92,7 +98,7 @@ class AgentEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     tag: Tag
     data: Any = None
-    ts: float = 0.0
+    ts: Seconds = 0.0
     seq: EventSeq = 0
 
 
@@ -120,7 +126,7 @@ class Welcome(Message, frozen=True):
     KIND: ClassVar[str] = "welcome"
     state: Annotated[str, msgspec.Meta(pattern=r"^(pending|accepted|rejected|conflict)\Z")]
     session_key: Annotated[bytes, msgspec.Meta(max_length=32)] = b""
-    heartbeat_seconds: float = 10.0
+    heartbeat_seconds: Interval = 10.0
     reason: ShortText = ""
 
 
@@ -160,7 +166,7 @@ class Job(Message, frozen=True):
     target: Target
     args: Annotated[list[Any], msgspec.Meta(max_length=256)] = []
     kwargs: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], Any], msgspec.Meta(max_length=256)] = {}
-    timeout: float = 30.0
+    timeout: Interval = 30.0
 
 
 # ---- the image file server (master:// images), request channel, Box -------------------

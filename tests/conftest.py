@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import zmq
 
 from .cluster import Cluster, wait_until
+
+
+@pytest.fixture
+def zctx() -> Iterator[zmq.Context[Any]]:
+    """A ZeroMQ context for a test's own sockets (raw frames sent as a peer would)."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    yield ctx
+    ctx.destroy(linger=0)
 
 
 @pytest.fixture

@@ -102,7 +102,12 @@ def strategy_for(t: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
         hi = t.le if t.le is not None else (t.lt - 1 if t.lt is not None else INT_MAX)
         return st.integers(lo, hi)
     if isinstance(t, mi.FloatType):
-        return st.floats(allow_nan=False)
+        bounded = t.ge is not None or t.gt is not None or t.le is not None or t.lt is not None
+        return st.floats(
+            min_value=t.ge if t.ge is not None else t.gt, max_value=t.le if t.le is not None else t.lt,
+            exclude_min=t.gt is not None, exclude_max=t.lt is not None,
+            allow_nan=False, allow_infinity=not bounded,
+        )
     if isinstance(t, mi.BoolType):
         return st.booleans()
     if isinstance(t, mi.NoneType):

@@ -11,7 +11,7 @@ from saltmarsh.protocol.errors import BadSignature, MalformedFrame, OversizedFra
 from saltmarsh.protocol.freshness import ReplayGuard
 from saltmarsh.protocol.jids import jid_time, new_jid
 from saltmarsh.protocol.limits import Limits
-from saltmarsh.protocol.messages import Job, Target
+from saltmarsh.protocol.messages import AgentEvent, Events, Job, JobReturn, Returns, Target
 from saltmarsh.protocol.tags import agent_may_fire, tag_matches
 from saltmarsh.protocol.targeting import make_target, matches
 
@@ -102,3 +102,34 @@ def test_jids_are_time_ordered_and_unique() -> None:
     jids = [new_jid() for _ in range(1000)]
     assert jids == sorted(jids) and len(set(jids)) == 1000 and all(len(j) == 20 for j in jids)
     assert jid_time(jids[0]).year >= 2026
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+def test_times_on_the_wire_are_finite_and_not_negative(bad: float) -> None:
+    # A NaN would pass every comparison it meets and print as invalid JSON in `job show --json`.
+    event = Events(events=[AgentEvent(tag="hv1/x", ts=bad)])
+    with pytest.raises(MalformedFrame, match="ts"):
+        decode(encode(event), Events)
+    ret = Returns(returns=[JobReturn(jid=new_jid(), fun="test.ping", success=True, duration=bad)])
+    with pytest.raises(MalformedFrame, match="duration"):
+        decode(encode(ret), Returns)
+    job = Job(jid=new_jid(), fun="test.ping", target=make_target("*"), timeout=bad if bad == bad else 0.0)
+    with pytest.raises(MalformedFrame, match="timeout"):
+        decode(encode(job), Job)
+
+
+def test_the_replay_cache_forgets_by_the_second_and_remembers_inside_the_window() -> None:
+    now = [1000.0]
+    guard = ReplayGuard(60, clock=lambda: now[0])
+    guard.check("hv1", now[0], b"a" * 16)  # kept until 1120, twice the window
+    now[0] += 0.4
+    guard.check("hv1", now[0], b"b" * 16)  # until 1121 (expiry rounds up to the second)
+    now[0] = 1100.0
+    with pytest.raises(ReplayedFrame):
+        guard.check("hv1", now[0] - 50, b"a" * 16)  # inside the window by its timestamp: still known
+    now[0] = 1120.5
+    guard.check("hv1", now[0], b"c" * 16)
+    assert len(guard) == 2  # a expired, b not yet
+    now[0] = 1121.5
+    guard.check("hv1", now[0], b"d" * 16)
+    assert len(guard) == 2  # b expired; c and d

@@ -9,7 +9,7 @@ import msgspec
 from saltmarsh.protocol.codec import to_builtins
 from saltmarsh.protocol.jids import jid_time
 from saltmarsh.protocol.limits import MAX_FUNCTION_NAME
-from saltmarsh.protocol.messages import Target
+from saltmarsh.protocol.messages import Interval, Target
 
 from ..errors import CommandError
 from ..jobs import return_data
@@ -23,7 +23,7 @@ class RunArgs(msgspec.Struct, forbid_unknown_fields=True):
     target: Target
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    timeout: float = 30.0
+    timeout: Interval = 30.0
 
 
 class JidArgs(msgspec.Struct, forbid_unknown_fields=True):
