@@ -12,8 +12,6 @@ import datetime
 import logging
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes
-
 from saltmarsh.pki.ca import CertificateAuthority
 from saltmarsh.pki.errors import CsrRefused
 from saltmarsh.protocol.messages import CertIssued, CertRequest, CrlData, Failed, Message
@@ -27,15 +25,6 @@ log = logging.getLogger(__name__)
 def pki_tag(agent_id: str, what: str) -> str:
     """saltmarsh/pki/<agent>/cert/<issued|renewed|revoked>"""
     return f"saltmarsh/pki/{agent_id}/cert/{what}"
-
-
-def ca_summary(ca: CertificateAuthority) -> dict[str, str]:
-    """Subject, expiry and SHA-256 fingerprint of a CA certificate."""
-    cert = ca.certificate
-    digest = cert.fingerprint(hashes.SHA256()).hex()
-    return {"subject": cert.subject.rfc4514_string(),
-            "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            "sha256": ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))}
 
 
 class CertificateService:
@@ -83,7 +72,7 @@ class CertificateService:
 
     def ca_info(self) -> dict[str, str]:
         """The CA certificate's subject and expiry."""
-        return ca_summary(self._ca)
+        return self._ca.summary()
 
     def status(self) -> list[dict[str, Any]]:
         """Every issued certificate: agent, role, names, expiry, revoked or not."""

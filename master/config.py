@@ -8,7 +8,7 @@ from typing import Annotated
 
 import msgspec
 
-from saltmarsh.pki.ca import CaSettings
+from saltmarsh.pki.ca_settings import CaSettings
 from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
 from saltmarsh.protocol.limits import Limits
 

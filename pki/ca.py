@@ -22,22 +22,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from .ca_settings import CaSettings
 from .errors import CsrRefused, PkiError
 from .files import write_atomic, write_secret
 
 Usage = Literal["server", "client"]
 UTC = datetime.UTC
-
-
-@dataclass(frozen=True)
-class CaSettings:
-    """Subject and lifetimes of the CA and of the certificates it issues."""
-
-    common_name: str = "saltmarsh libvirt CA"
-    organization: str = "saltmarsh"
-    ca_days: int = 3650
-    cert_days: int = 365
-    crl_days: int = 7
 
 
 @dataclass
@@ -115,6 +105,14 @@ class CertificateAuthority:
     def cert_pem(self) -> bytes:
         """The CA certificate (what every host trusts)."""
         return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def summary(self) -> dict[str, str]:
+        """Subject, expiry and SHA-256 fingerprint of the CA certificate."""
+        cert = self.certificate
+        digest = cert.fingerprint(hashes.SHA256()).hex()
+        return {"subject": cert.subject.rfc4514_string(),
+                "not_after": cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
+                "sha256": ":".join(digest[i:i + 2] for i in range(0, len(digest), 2))}
 
     def _create(self) -> None:
         key = ec.generate_private_key(ec.SECP256R1())

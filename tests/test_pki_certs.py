@@ -11,7 +11,8 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from saltmarsh.pki.ca import CaSettings, CertificateAuthority
+from saltmarsh.pki.ca import CertificateAuthority
+from saltmarsh.pki.ca_settings import CaSettings
 from saltmarsh.pki.csr import build_csr, new_key
 from saltmarsh.pki.errors import CsrRefused
 

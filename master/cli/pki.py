@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from saltmarsh.pki.ca import CertificateAuthority
-
-from ..certificates import ca_summary
 from ..client import MasterClient
 from ..config import load_master_config
 from .output import print_json
@@ -26,8 +23,11 @@ def register(sub: Any) -> None:
 
 def pki_init(args: argparse.Namespace) -> int:
     """Create (or show) the CA; works without a running master."""
+    # Imported here: cryptography costs every other CLI command 30 ms of start-up.
+    from saltmarsh.pki.ca import CertificateAuthority
+
     config = load_master_config(args.config_dir)
-    summary = ca_summary(CertificateAuthority(config.ca_dir, config.ca))
+    summary = CertificateAuthority(config.ca_dir, config.ca).summary()
     print(f"CA {summary['subject']} in {config.ca_dir}, valid until {summary['not_after']}")
     print(f"sha256 {summary['sha256']}")
     return 0
