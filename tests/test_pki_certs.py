@@ -155,3 +155,16 @@ def test_a_failed_libvirtd_reload_is_logged_not_raised(tmp_path: Path, caplog: p
     with caplog.at_level(logging.WARNING, logger="saltmarsh.agent.tls"):
         assert tls.reload_libvirtd() is False  # the real virt-admin, against a daemon that is not there
     assert "libvirtd did not reload its TLS files" in caplog.text and str(socket) in caplog.text
+
+
+def test_pki_init_makes_the_ca_without_a_master_and_keeps_it(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, pki={"ca_common_name": "lab CA", "ca_days": 30})  # never started
+    first = cluster.cli("pki", "init").stdout
+    assert first.startswith("CA CN=lab CA,O=saltmarsh in "), first
+    ca_dir = cluster.master_dir / "state" / "pki" / "ca"
+    key = next(p for p in ca_dir.iterdir() if p.suffix == ".key")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(ca_dir.stat().st_mode) == 0o700
+    fingerprint = first.splitlines()[1]
+    assert fingerprint.startswith("sha256 ") and len(fingerprint.split()[1]) == 95  # 32 bytes as aa:bb:…
+    assert cluster.cli("pki", "init").stdout == first  # the same CA, not a new one
