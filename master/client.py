@@ -97,6 +97,7 @@ class MasterClient:
                         on_event(event)
                 continue
             if reply.id == request_id:
+                self._end_stream(request_id)
                 if not reply.ok:
                     raise CommandError(reply.error)
                 return reply.result
@@ -108,11 +109,14 @@ class MasterClient:
         """
         request_id = self._send("events.subscribe", {"pattern": pattern})
         self._result(request_id)
-        while True:
-            batch = self._next_events(request_id, idle_timeout)
-            if batch is None:
-                return
-            yield from batch
+        try:
+            while True:
+                batch = self._next_events(request_id, idle_timeout)
+                if batch is None:
+                    return
+                yield from batch
+        finally:
+            self._end_stream(request_id)
 
     def run(self, target: Target, fun: str, args: list[Any], kwargs: dict[str, Any], timeout: float) -> JobOutcome:
         """Run a job and wait until every expected agent answered or ``timeout`` passed."""
@@ -129,9 +133,16 @@ class MasterClient:
                 break
             for event in batch:
                 outcome.returns[event.data["id"]] = event.data
+        self._end_stream(request_id)
         if not set(outcome.expected) <= set(outcome.returns):
             outcome.silent = self.call("job.silent", jid=outcome.jid)
         return outcome
+
+    def _end_stream(self, request_id: int) -> None:
+        """Tell the master we are done with a request's events (a long-lived client must)."""
+        if not self._socket.closed:
+            self.call("stream.end", id=request_id)
+            self._early.pop(request_id, None)
 
     def _send(self, cmd: str, args: dict[str, Any]) -> int:
         request_id = next(self._ids)

@@ -6,7 +6,10 @@ makes a send to a vanished client fail at once, which is how streams end; a
 stream that has had nothing to send for PROBE_SECONDS is sent an empty
 keep-alive reply (id 0, which no request uses), so that the subscriptions of a
 client that went away (every ``saltmarsh run`` leaves one for its job's
-returns) are dropped even when no event would ever match them again.
+returns) are dropped even when no event would ever match them again. A
+long-lived client ends a stream it is done with (``stream.end``); the streams
+of ``run`` and ``virt.migrate`` also end by themselves once the caller's wait
+is over, so a client that forgets cannot make the bus grow job by job.
 
 Events are queued per stream and sent in one reply per turn of the event loop,
 or as soon as MAX_BATCH have queued up, so a burst never gathers in memory.
@@ -114,7 +117,11 @@ class ControlServer:
         if fn is None:
             await self._send(client, ControlReply(request.id, ok=False, error=f"unknown command {request.cmd!r}"))
             return
-        ctx = CommandContext(self._master, lambda pattern: self._subscribe((client, request.id), pattern))
+        ctx = CommandContext(
+            self._master,
+            lambda pattern, seconds: self._subscribe((client, request.id), pattern, seconds),
+            lambda request_id: self._end_stream((client, request_id)),
+        )
         try:
             result = await fn(ctx, request.args)
         except MasterError as exc:
@@ -126,10 +133,18 @@ class ControlServer:
             return
         await self._send(client, ControlReply(request.id, result=result))
 
-    def _subscribe(self, key: StreamKey, pattern: str) -> None:
+    def _subscribe(self, key: StreamKey, pattern: str, seconds: float | None) -> None:
         handle = self._master.bus.subscribe(pattern, lambda event: self._queue(key, event))
         self._streams[key].append(handle)
         self._last_sent.setdefault(key[0], time.monotonic())
+        if seconds is not None:
+            asyncio.get_running_loop().call_later(seconds, self._end_stream, key)
+
+    def _end_stream(self, key: StreamKey) -> None:
+        """Drop one stream's subscriptions and queued events (unknown or ended streams are ignored)."""
+        for handle in self._streams.pop(key, []):
+            self._master.bus.unsubscribe(handle)
+        self._pending.pop(key, None)
 
     def _queue(self, key: StreamKey, event: Event) -> None:
         events = self._pending.get(key)
@@ -188,9 +203,7 @@ class ControlServer:
 
     def _end_client(self, client: bytes) -> None:
         for key in [k for k in self._streams if k[0] == client]:
-            for handle in self._streams.pop(key):
-                self._master.bus.unsubscribe(handle)
-            self._pending.pop(key, None)
+            self._end_stream(key)
         self._last_sent.pop(client, None)
 
     async def _send(self, client: bytes, reply: ControlReply) -> Any:

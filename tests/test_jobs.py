@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
+
+from saltmarsh.master.client import MasterClient
+from saltmarsh.protocol.targeting import make_target
 
 from .cluster import Cluster, wait_until
 
@@ -123,3 +127,26 @@ def test_host_info_without_libvirt_still_answers(cluster: Cluster) -> None:
     cluster.start_agents("hv1", libvirt_uri="test:///nonexistent/file.xml")
     info = cluster.cli_json("run", "hv1", "host.info")["hv1"]
     assert info["libvirt"]["available"] is False and "open test:///nonexistent/file.xml" in info["libvirt"]["error"]
+
+
+def test_a_long_lived_client_leaves_no_subscriptions_behind(cluster: Cluster) -> None:
+    # One connection running many jobs (an API server, a script): each run's stream of returns
+    # must end with the run, or the master's bus grows job by job.
+    cluster.start_agents("hv1")
+    with MasterClient(cluster.control_socket) as client:
+        baseline = client.call("master.ping")["subscriptions"]
+        for _ in range(20):
+            assert client.run(make_target("hv1"), "test.ping", [], {}, 10.0).complete
+        events = client.events("saltmarsh/job/")  # subscribes at the first next()
+        pinger = threading.Timer(0.5, lambda: cluster.cli("run", "hv1", "test.ping"))
+        pinger.start()
+        assert next(events).tag.startswith("saltmarsh/job/")
+        pinger.join()
+        assert client.call("master.ping")["subscriptions"] == baseline + 1
+        events.close()  # the generator ends its stream
+        assert client.call("master.ping")["subscriptions"] == baseline
+        # A client that never says stream.end: the run's stream ends by itself after its wait (+5 s).
+        client.call("run", fun="test.ping", target=make_target("hv1"), timeout=1.0)
+        assert client.call("master.ping")["subscriptions"] == baseline + 1
+        wait_until(lambda: client.call("master.ping")["subscriptions"] == baseline, timeout=15,
+                   what="the forgotten stream to end by itself")

@@ -26,8 +26,14 @@ class CommandContext:
     """What a command may use: the running master and the client's stream."""
 
     master: Master
-    subscribe: Callable[[str], None]
+    # Stream events matching a pattern to this client under this request's id; a stream given
+    # seconds ends by itself then (a backstop for a client that never says stream.end).
+    subscribe: Callable[[str, float | None], None]
+    end_stream: Callable[[int], None]  # end this client's stream of that request id
 
+
+# How long a command's stream outlives the caller's own wait when the caller never ends it.
+STREAM_GRACE_SECONDS = 5.0
 
 CommandFn = Callable[[CommandContext, dict[str, Any]], Awaitable[Any]]
 COMMANDS: dict[str, CommandFn] = {}

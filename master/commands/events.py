@@ -19,8 +19,20 @@ class SubscribeArgs(msgspec.Struct, forbid_unknown_fields=True):
 async def subscribe(ctx: CommandContext, args: dict[str, Any]) -> str:
     """Stream every event whose tag matches ``pattern`` to this client until it goes away."""
     pattern = parse_args(args, SubscribeArgs).pattern
-    ctx.subscribe(pattern)
+    ctx.subscribe(pattern, None)
     return pattern
+
+
+class StreamArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """The request id whose event stream the client is done with."""
+
+    id: int
+
+
+@command("stream.end")
+async def end_stream(ctx: CommandContext, args: dict[str, Any]) -> None:
+    """End this client's event stream of an earlier request (a run's returns, a subscription)."""
+    ctx.end_stream(parse_args(args, StreamArgs).id)
 
 
 @command("master.ping")
@@ -28,4 +40,5 @@ async def ping(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     """Is the master up? Returns its fingerprint and counters."""
     master = ctx.master
     return {"fingerprint": master.identity.fingerprint, "events": master.bus.published,
-            "rejected_frames": master.channel.rejected, "requests": dict(master.channel.handled)}
+            "rejected_frames": master.channel.rejected, "requests": dict(master.channel.handled),
+            "subscriptions": master.bus.subscriptions}

@@ -13,7 +13,7 @@ from saltmarsh.protocol.messages import Interval, Target
 
 from ..errors import CommandError
 from ..jobs import return_data
-from . import CommandContext, command, parse_args
+from . import STREAM_GRACE_SECONDS, CommandContext, command, parse_args
 
 
 class RunArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -45,7 +45,7 @@ async def run(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     if not 0 < len(parsed.fun) <= MAX_FUNCTION_NAME:
         raise CommandError("function name is empty or too long")
     job, expected = ctx.master.jobs.prepare(parsed.fun, parsed.target, parsed.args, parsed.kwargs, parsed.timeout)
-    ctx.subscribe(f"saltmarsh/job/{job.jid}/ret/")
+    ctx.subscribe(f"saltmarsh/job/{job.jid}/ret/", parsed.timeout + STREAM_GRACE_SECONDS)
     await ctx.master.jobs.submit(job, expected)
     return {"jid": job.jid, "expected": expected}
 

@@ -8,7 +8,7 @@ import msgspec
 
 from ..controller import InitRequest
 from ..migration import MigrateRequest
-from . import CommandContext, command, parse_args
+from . import STREAM_GRACE_SECONDS, CommandContext, command, parse_args
 
 
 class QueryArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -104,7 +104,7 @@ class MigrateArgs(msgspec.Struct, forbid_unknown_fields=True):
 async def migrate(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     """Migrate a VM to another hypervisor over libvirt TLS; confirmed from both sides' events."""
     a = parse_args(args, MigrateArgs)
-    ctx.subscribe(f"saltmarsh/virt/*/migration/{a.name}/progress")
+    ctx.subscribe(f"saltmarsh/virt/*/migration/{a.name}/progress", a.timeout + STREAM_GRACE_SECONDS)
     return await ctx.master.migrations.migrate(MigrateRequest(
         a.name, a.target, a.offline, a.copy_storage, a.max_downtime_ms, a.bandwidth_mib, a.postcopy, a.dry_run,
         a.timeout))
