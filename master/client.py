@@ -11,6 +11,7 @@ an event loop to watch events.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import time
 from collections.abc import Callable, Iterator
@@ -139,10 +140,17 @@ class MasterClient:
         return outcome
 
     def _end_stream(self, request_id: int) -> None:
-        """Tell the master we are done with a request's events (a long-lived client must)."""
-        if not self._socket.closed:
-            self.call("stream.end", id=request_id)
-            self._early.pop(request_id, None)
+        """Tell the master we are done with a request's events (a long-lived client must).
+
+        Not awaited: a master that has gone away has no stream left to end, and its
+        reply, when it comes, is skipped like any reply nobody waits for.
+        """
+        self._early.pop(request_id, None)
+        if self._socket.closed:
+            return
+        frame = encode(ControlRequest(next(self._ids), "stream.end", {"id": request_id}))
+        with contextlib.suppress(zmq.Again):  # no master to send to: nothing to end
+            self._socket.send(frame, flags=zmq.NOBLOCK)
 
     def _send(self, cmd: str, args: dict[str, Any]) -> int:
         request_id = next(self._ids)
