@@ -24,11 +24,11 @@ import sys
 import zmq
 import zmq.asyncio
 
-from saltmarsh.pki.errors import PkiError
-from saltmarsh.protocol.daemon import DaemonSpec, cancel_and_wait, daemon_main
+from saltmarsh.protocol.daemon import cancel_and_wait, daemon_main
 
 from .agent import Agent
-from .config import CONFIG_FILE, DEFAULT_CONFIG_DIR, AgentConfig, load_agent_config
+from .config import AgentConfig
+from .daemon import SPEC
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         print("saltmarsh-agent swarm: --count must be >= 1 and --first >= 0", file=sys.stderr)
         return 2
     spec = SwarmSpec(count=known.count, first=known.first)
-    daemon: DaemonSpec[AgentConfig] = DaemonSpec(
-        prog="saltmarsh-agent swarm",
-        description="Run many saltmarsh agents in one process (load testing).",
-        config_file=CONFIG_FILE,
-        default_config_dir=DEFAULT_CONFIG_DIR,
-        load_config=load_agent_config,
-        log_level_of=lambda config: config.log_level,
+    # saltmarsh-agent's own start-up (config, logging, fatal errors); only what it builds differs.
+    daemon = dataclasses.replace(
+        SPEC, prog="saltmarsh-agent swarm", description="Run many saltmarsh agents in one process (load testing).",
         build=lambda config: Swarm(config, spec),
-        fatal=(PkiError, OSError, zmq.ZMQError),
     )
     return daemon_main(daemon, rest)
 
