@@ -7,43 +7,25 @@ import subprocess
 import time
 from pathlib import Path
 
-import zmq
-
-from saltmarsh.pki.keys import Identity
-from saltmarsh.protocol.codec import encode
-from saltmarsh.protocol.crypto import SessionKey
-from saltmarsh.protocol.envelope import seal
 from saltmarsh.protocol.jids import new_jid
 from saltmarsh.protocol.messages import Job, Target
 from saltmarsh.protocol.topics import BROADCAST
 
 from .cluster import BIN, Cluster, wait_until
+from .standin import standing_in_for_the_master
 
 
 def test_agent_runs_a_jid_once_even_if_published_twice(cluster: Cluster) -> None:
     cluster.start_agents("hv1")
-    state = cluster.master_dir / "state" / "pki"
-    master_key = Identity.load(state / "master.key")
-    session = SessionKey((state / "session.key").read_bytes())
-    cluster.master.stop()
-    ctx = zmq.Context()
-    pub = ctx.socket(zmq.XPUB)
-    try:
-        pub.bind(f"tcp://127.0.0.1:{cluster.publish_port}")
-        assert pub.poll(15000), "the agent did not re-subscribe to the publish port"
-        pub.recv()  # a subscription: the agent is connected again
+    with standing_in_for_the_master(cluster) as publisher:
+        publisher.wait_for_subscribers({BROADCAST}, timeout=15)  # the agent is connected again
         job = Job(jid=new_jid(), fun="test.echo", target=Target(kind="glob", pattern="*"), args=["once"])
         for _ in range(2):  # two distinct frames (fresh nonces), the same jid
-            frame, _ = seal(master_key, "master", "job", session.cipher().encrypt(encode(job)), key_id=session.key_id)
-            pub.send_multipart([BROADCAST, frame])
+            publisher.publish(BROADCAST, job)
         log = cluster.agents["hv1"]
         wait_until(lambda: f"job {job.jid} already run here" in log.log(), what="the duplicate to be dropped")
         assert log.log().count(f"job {job.jid}: test.echo") == 1
-    finally:
-        pub.close(linger=0)
-        ctx.term()
-    # The master never sent that job: when it is back, the agent's return for it is refused, not stored.
-    cluster.start_master()
+    # The master never sent that job: now it is back, the agent's return for it is refused, not stored.
     wait_until(lambda: f"refused return from hv1 for job {job.jid}, which was not sent to it" in cluster.master.log(),
                timeout=20, what="the foreign return to be refused")
     assert cluster.cli("job", "show", job.jid, check=False).returncode == 1

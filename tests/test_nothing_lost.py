@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zmq
 
 from saltmarsh.agent import outbox as outbox_module
 from saltmarsh.agent.errors import MasterUnavailable
@@ -32,16 +31,13 @@ from saltmarsh.agent.spool import INTERRUPTED, Spool
 from saltmarsh.master.agent_events import MAX_ABOVE, EventMarks
 from saltmarsh.master.client import MasterClient
 from saltmarsh.master.eventbus import Event
-from saltmarsh.pki.keys import Identity
-from saltmarsh.protocol.codec import encode
-from saltmarsh.protocol.crypto import SessionKey
-from saltmarsh.protocol.envelope import seal
 from saltmarsh.protocol.jids import new_jid
 from saltmarsh.protocol.messages import Ack, AgentEvent, Events, Job, JobReturn, Message, Target
 from saltmarsh.protocol.targeting import make_target
 from saltmarsh.protocol.topics import agent_topic
 
 from .cluster import BIN, Cluster, wait_until
+from .standin import standing_in_for_the_master
 
 RUNS_DIR = Path(tempfile.gettempdir()) / "saltmarsh-test-runs"  # where test.count_run writes
 
@@ -346,29 +342,13 @@ def test_an_agent_restarted_mid_job_reports_it_interrupted_and_never_runs_it_aga
 
 def _publish_again(cluster: Cluster, jobs: list[Job]) -> None:
     """Stand in for the master's publisher (same keys) and publish ``jobs`` again; wait for the refusals."""
-    state = cluster.master_dir / "state" / "pki"
-    master_key = Identity.load(state / "master.key")
-    session = SessionKey((state / "session.key").read_bytes())
-    cluster.master.stop()
-    ctx = zmq.Context()
-    pub = ctx.socket(zmq.XPUB)
-    try:
-        pub.bind(f"tcp://127.0.0.1:{cluster.publish_port}")
-        wanted = {agent_topic(job.target.ids[0]) for job in jobs}
-        subscribed: set[bytes] = set()
-        while not wanted <= subscribed:
-            assert pub.poll(20000), "the agents did not subscribe again"
-            subscribed.add(pub.recv()[1:])
+    with standing_in_for_the_master(cluster) as publisher:
+        publisher.wait_for_subscribers({agent_topic(job.target.ids[0]) for job in jobs})
         for job in jobs:
-            frame, _ = seal(master_key, "master", "job", session.cipher().encrypt(encode(job)), key_id=session.key_id)
-            pub.send_multipart([agent_topic(job.target.ids[0]), frame])
+            publisher.publish(agent_topic(job.target.ids[0]), job)
         for job in jobs:
             log = cluster.agents[job.target.ids[0]]
             wait_until(lambda j=job.jid, d=log: f"job {j} already run here" in d.log(), what="the repeat refused")
-    finally:
-        pub.close(linger=0)
-        ctx.term()
-    cluster.start_master()
 
 
 @pytest.mark.slow
