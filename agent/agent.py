@@ -87,7 +87,7 @@ class Agent:
         )
         self.channel.open()
         self.subscriber = JobSubscriber(
-            self._zmq, tcp_endpoint(cfg.master, cfg.publish_port), cfg.agent_id, cfg.labels,
+            self._zmq, tcp_endpoint(cfg.master, cfg.publish_port), cfg.agent_id, self.identity, cfg.labels,
             self.trust, cfg.limits, self.executor.submit, self._reauth.set,
         )
         tasks = [

@@ -85,6 +85,16 @@ class AgentConfig:
     libvirt_admin_uri: str
 
     @property
+    def root_dir_mode(self) -> int:
+        """The mode root_dir is created with: traversable, not listable, by others.
+
+        The image cache (``virt.images_dir``) lies under root_dir by default, and QEMU, which runs
+        as another user (libvirt-qemu), opens base images through it; the rest (pki/ 0700, the
+        spool and the lock 0600) is the agent's alone.
+        """
+        return 0o711
+
+    @property
     def key_path(self) -> Path:
         """The agent's private key."""
         return self.root_dir / "pki" / "agent.key"

@@ -1,9 +1,11 @@
 """The publish channel on the agent: receive jobs, check them, hand them to the executor.
 
-A job frame must verify with the trusted master key, be fresh, be sealed
-with the session key we hold, decode as a Job, and target this agent. A
-frame sealed with a newer session key is kept (a few) while the agent
-fetches that key, then processed, so a rotation loses no job.
+A job frame must verify with the trusted master key, be fresh, open, decode
+as a Job, and target this agent. A job for everyone comes on the broadcast
+topic sealed with the session key; a frame sealed with a newer session key
+is kept (a few) while the agent fetches that key, then processed, so a
+rotation loses no job. Any other job comes on this agent's own topic with
+its job key wrapped for this agent alone (protocol/jobseal.py).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from collections.abc import Callable
 import zmq
 import zmq.asyncio
 
+from saltmarsh.pki.keys import Identity, curve_public
 from saltmarsh.protocol.codec import decode
-from saltmarsh.protocol.crypto import SessionCipher, SessionKey
+from saltmarsh.protocol.crypto import PeerCipher, SessionCipher, SessionKey
 from saltmarsh.protocol.envelope import Header, parse_outer, verify
 from saltmarsh.protocol.errors import MalformedFrame, ProtocolError, UnknownSender, UnknownSessionKey
 from saltmarsh.protocol.freshness import ReplayGuard
+from saltmarsh.protocol.jobseal import PRIVATE_JOB_KIND, job_cipher, unwrap_job_key
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import Job
 from saltmarsh.protocol.targeting import matches
@@ -42,6 +46,7 @@ class JobSubscriber:
         ctx: zmq.asyncio.Context,
         endpoint: str,
         agent_id: str,
+        identity: Identity,
         labels: dict[str, str],
         trust: MasterTrust,
         limits: Limits,
@@ -49,6 +54,9 @@ class JobSubscriber:
         need_key: Callable[[], None],
     ) -> None:
         self._agent_id = agent_id
+        self._identity = identity
+        self._topic = agent_topic(agent_id)
+        self._box: tuple[bytes, PeerCipher] | None = None  # (master key, the Box shared with it)
         self._labels = labels
         self._trust = trust
         self._limits = limits
@@ -62,7 +70,7 @@ class JobSubscriber:
         harden(self._socket, limits)
         reconnect_quickly(self._socket)
         self._socket.setsockopt(zmq.SUBSCRIBE, BROADCAST)
-        self._socket.setsockopt(zmq.SUBSCRIBE, agent_topic(agent_id))
+        self._socket.setsockopt(zmq.SUBSCRIBE, self._topic)
         self._socket.connect(endpoint)
         self.rejected = 0
 
@@ -114,13 +122,16 @@ class JobSubscriber:
             log.exception("published frame failed inside the agent")
 
     def _receive(self, parts: list[bytes]) -> None:
-        if len(parts) != 2:
-            raise MalformedFrame(f"{len(parts)} frames in a published message, expected 2")
+        if len(parts) not in (2, 3):
+            raise MalformedFrame(f"{len(parts)} frames in a published message, expected 2 or 3")
         outer = parse_outer(parts[1], self._limits)
         if self._trust.key is None:
             raise UnknownSender("no master key is trusted yet")
         header = verify(outer, self._trust.key)
         self._guard.check(header.sender, header.ts, header.nonce)
+        if len(parts) == 3 or header.kind == PRIVATE_JOB_KIND:
+            self._open_private(parts, header, self._trust.key)
+            return
         if self._session is None or header.key_id != self._session.key_id:
             self._held.append(header)
             raise UnknownSessionKey(header.key_id)
@@ -131,6 +142,21 @@ class JobSubscriber:
             raise UnknownSessionKey(header.key_id)
         if header.kind != Job.KIND:
             raise MalformedFrame(f"unknown published kind {header.kind!r}")
-        job = decode(self._cipher.decrypt(header.body), Job, "job")
+        self._deliver(decode(self._cipher.decrypt(header.body), Job, "job"))
+
+    def _open_private(self, parts: list[bytes], header: Header, master_key: bytes) -> None:
+        # A job sealed for named agents comes only on our own topic, with its key wrapped for us.
+        if len(parts) != 3 or parts[0] != self._topic or header.kind != PRIVATE_JOB_KIND:
+            raise MalformedFrame(f"a {header.kind!r} frame in {len(parts)} parts on topic {parts[0][:64]!r}: "
+                                 f"a private job comes on this agent's topic with its wrapped key")
+        job_key = unwrap_job_key(self._master_box(master_key), parts[2], header.nonce)
+        self._deliver(decode(job_cipher(job_key).decrypt(header.body), Job, "job"))
+
+    def _master_box(self, master_key: bytes) -> PeerCipher:
+        if self._box is None or self._box[0] != master_key:
+            self._box = (master_key, PeerCipher(self._identity.curve_private, curve_public(master_key)))
+        return self._box[1]
+
+    def _deliver(self, job: Job) -> None:
         if matches(job.target, self._agent_id, self._labels):
             self._on_job(job)

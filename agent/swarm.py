@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 # Two sockets per member, plus the context's own; libzmq's default cap is 1,023.
 SOCKETS_PER_MEMBER = 2
 # Every member's connections are file descriptors (two TCP connections and their mailboxes),
-# and so is its spool (agent/spool.py: the SQLite file, its WAL and its shared-memory file).
-FDS_PER_MEMBER = 11
+# and so is its spool (agent/spool.py: the SQLite file, its WAL and its shared-memory file),
+# and the lock on its root dir (protocol/statedir.py), held from start-up on.
+FDS_PER_MEMBER = 12
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Swarm:
 
     def __init__(self, base: AgentConfig, spec: SwarmSpec) -> None:
         self.configs = member_configs(base, spec)
-        _raise_open_files_limit(len(self.configs) * FDS_PER_MEMBER)
+        raise_open_files_limit(len(self.configs) * FDS_PER_MEMBER)
         self._zmq = zmq.asyncio.Context()
         self._zmq.set(zmq.MAX_SOCKETS, len(self.configs) * SOCKETS_PER_MEMBER + 64)
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -91,7 +92,7 @@ class Swarm:
         log.info("swarm stopped")
 
 
-def _raise_open_files_limit(wanted: int) -> None:
+def raise_open_files_limit(wanted: int) -> None:
     """Raise the soft RLIMIT_NOFILE towards ``wanted`` (never past the hard limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
@@ -111,10 +112,15 @@ def main(argv: list[str] | None = None) -> int:
         print("saltmarsh-agent swarm: --count must be >= 1 and --first >= 0", file=sys.stderr)
         return 2
     spec = SwarmSpec(count=known.count, first=known.first)
-    # saltmarsh-agent's own start-up (config, logging, fatal errors); only what it builds differs.
+    # Before daemon_main, which locks every member's root dir (one descriptor each) before Swarm exists.
+    raise_open_files_limit(spec.count * FDS_PER_MEMBER)
+    # saltmarsh-agent's own start-up (config, logging, fatal errors); only what it builds and locks differs.
+    # Each member's root dir is locked, not the shared base: several swarm processes share one agent.yaml
+    # (bench/swarm.py), each with its own --first, and two that overlap are refused.
     daemon = dataclasses.replace(
         SPEC, prog="saltmarsh-agent swarm", description="Run many saltmarsh agents in one process (load testing).",
         build=lambda config: Swarm(config, spec),
+        state_dirs=lambda config: [(c.root_dir, c.root_dir_mode) for c in member_configs(config, spec)],
     )
     return daemon_main(daemon, rest)
 

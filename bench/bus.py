@@ -8,7 +8,17 @@ keys through the CLI (``saltmarsh key accept --all``), and measures:
 
 - ping: wall time of the CLI process ``saltmarsh -c DIR run '*' test.ping``,
   the process start included; median of --repeat runs (min–max), timed only
-  after every agent has answered once and after one untimed run;
+  after every agent has answered once and after one untimed run; and the same
+  for ``run 'hv*' test.ping``, a glob that names every agent (ids hv00, hv01,
+  ...) and so takes the per-agent path (a job key wrapped for each agent, sent
+  on each agent's topic; master/publisher.py) where ``'*'`` goes once on
+  broadcast. The two are run in turn, one of each per round;
+- master CPU per ping: user + system seconds of the master process
+  (/proc/<pid>/stat, clock ticks) from before to after each timed CLI run,
+  the mean over the --repeat runs (one tick is 1/SC_CLK_TCK s, too coarse for
+  a median), for each of the two targets; beside it the same from the
+  nanosecond run times of the master's threads (/proc/<pid>/task/*/schedstat,
+  summed; threads that end meanwhile are missed);
 - events: ``test.fire_events count=K`` on every agent (K = events / N, each
   agent fires from a worker thread as fast as it can) while a MasterClient
   subscriber in this process counts the arrivals of that run's tag;
@@ -44,6 +54,10 @@ SALT_MASTER_RSS = "870–910 MB (14 processes)"
 SALT_AGENT_RSS = "117–122 MB (2 processes)"
 
 TARGET_PING = ((1, 0.15), (10, 0.2), (50, 0.3))  # (up to N agents, seconds)
+AGENT_PREFIX = "hv"
+EVERYONE = "*"  # on broadcast, sealed with the session key
+GLOB_ALL = f"{AGENT_PREFIX}*"  # every agent too, but per agent: a job key wrapped for each
+TICKS = os.sysconf("SC_CLK_TCK")
 TARGET_EVENTS = 20_000
 TARGET_MASTER_MB = 80.0
 TARGET_AGENT_MB = 40.0
@@ -65,6 +79,23 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def thread_cpu_seconds(pid: int) -> float:
+    """CPU time of a process's live threads so far, to the nanosecond (/proc/<pid>/task/*/schedstat)."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[0])
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            continue
+    return total / 1e9
 
 
 def pss_mb(pid: int) -> float:
@@ -100,6 +131,11 @@ class Figures:
 
     agents: int
     ping_seconds: list[float] = field(default_factory=list)
+    ping_cpu: list[float] = field(default_factory=list)  # master CPU seconds of each timed '*' ping
+    glob_ping_seconds: list[float] = field(default_factory=list)  # the same for 'hv*'
+    glob_ping_cpu: list[float] = field(default_factory=list)
+    ping_cpu_ns: list[float] = field(default_factory=list)  # the same two from schedstat
+    glob_ping_cpu_ns: list[float] = field(default_factory=list)
     events: list[EventRun] = field(default_factory=list)
     master_mb: float = 0.0
     master_pss_mb: float = 0.0
@@ -142,7 +178,7 @@ class Bench:
 
     def __init__(self, base: Path, agents: int) -> None:
         self.cluster = Cluster(base, heartbeat_seconds=10.0, log_level="info")
-        self.ids = [f"hv{i:02d}" for i in range(agents)]
+        self.ids = [f"{AGENT_PREFIX}{i:02d}" for i in range(agents)]
         self.figures = Figures(agents)
 
     def start(self) -> None:
@@ -160,24 +196,39 @@ class Bench:
         """Stop every daemon."""
         self.cluster.stop()
 
-    def ping_command(self) -> list[str]:
+    def ping_command(self, target: str = EVERYONE) -> list[str]:
         """The exact command that is timed."""
-        return [str(BIN / "saltmarsh"), "-c", str(self.cluster.master_dir), "run", "*", "test.ping"]
+        return [str(BIN / "saltmarsh"), "-c", str(self.cluster.master_dir), "run", target, "test.ping"]
 
     def time_ping(self, repeat: int) -> None:
-        """Wall time of the CLI ping process, after one untimed run."""
-        command = self.ping_command()
+        """Wall time of the CLI ping process and the master's CPU meanwhile, for '*' and 'hv*' in turn.
+
+        One untimed run of each first.
+        """
+        master = self.cluster.master.proc
+        assert master is not None
+        f = self.figures
+        series = ((EVERYONE, f.ping_seconds, f.ping_cpu, f.ping_cpu_ns),
+                  (GLOB_ALL, f.glob_ping_seconds, f.glob_ping_cpu, f.glob_ping_cpu_ns))
         for i in range(repeat + 1):
-            started = time.perf_counter()
-            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-            elapsed = time.perf_counter() - started
-            if result.returncode != 0:
-                raise RuntimeError(f"ping exited {result.returncode}: {result.stderr}{result.stdout}")
-            answered = result.stdout.count(":\n")
-            if answered != len(self.ids):
-                raise RuntimeError(f"ping printed {answered} answers, expected {len(self.ids)}:\n{result.stdout}")
-            if i:
-                self.figures.ping_seconds.append(elapsed)
+            for target, walls, cpus, cpus_ns in series:
+                command = self.ping_command(target)
+                cpu_before, ns_before = cpu_seconds(master.pid), thread_cpu_seconds(master.pid)
+                started = time.perf_counter()
+                result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+                elapsed = time.perf_counter() - started
+                cpu = cpu_seconds(master.pid) - cpu_before
+                cpu_ns = thread_cpu_seconds(master.pid) - ns_before
+                if result.returncode != 0:
+                    raise RuntimeError(f"ping {target!r} exited {result.returncode}: {result.stderr}{result.stdout}")
+                answered = result.stdout.count(":\n")
+                if answered != len(self.ids):
+                    raise RuntimeError(f"ping {target!r} printed {answered} answers, expected {len(self.ids)}:\n"
+                                       f"{result.stdout}")
+                if i:
+                    walls.append(elapsed)
+                    cpus.append(cpu)
+                    cpus_ns.append(cpu_ns)
 
     def burst(self, total: int, run: int, idle_timeout: float) -> EventRun:
         """Every agent fires total/N events; count their arrival on a subscription."""
@@ -267,12 +318,21 @@ def rows_for(f: Figures) -> list[tuple[str, ...]]:
     """Table rows for one N (measure, N, ours, target, met, Salt)."""
     n = str(f.agents)
     rows: list[tuple[str, ...]] = []
-    if f.ping_seconds:
-        median = statistics.median(f.ping_seconds)
-        target = ping_target(f.agents)
-        rows.append(("ping: CLI `run '*' test.ping`", n,
-                     f"{median:.3f} s ({min(f.ping_seconds):.3f}–{max(f.ping_seconds):.3f})",
-                     f"≤ {target:g} s", met(median <= target), SALT_PING.get(f.agents, "—")))
+    for pattern, walls, salt in ((EVERYONE, f.ping_seconds, SALT_PING.get(f.agents, "—")),
+                                 (GLOB_ALL, f.glob_ping_seconds, "—")):
+        if walls:
+            median = statistics.median(walls)
+            target = ping_target(f.agents)
+            rows.append((f"ping: CLI `run '{pattern}' test.ping`", n,
+                         f"{median:.3f} s ({min(walls):.3f}–{max(walls):.3f})",
+                         f"≤ {target:g} s", met(median <= target), salt))
+    for pattern, cpus, cpus_ns in ((EVERYONE, f.ping_cpu, f.ping_cpu_ns),
+                                   (GLOB_ALL, f.glob_ping_cpu, f.glob_ping_cpu_ns)):
+        if cpus:
+            rows.append((f"master CPU per ping, `run '{pattern}'`", n,
+                         f"{statistics.mean(cpus) * 1000:.1f} ms (mean of {len(cpus)}, ticks "
+                         f"{min(cpus) * 1000:.0f}–{max(cpus) * 1000:.0f}; threads "
+                         f"{statistics.median(cpus_ns) * 1000:.1f} ms median)", "—", "—", "—"))
     if f.events:
         mid = sorted(f.events, key=lambda e: e.rate)[len(f.events) // 2]  # the median run
         rates = [e.rate for e in f.events]
@@ -314,8 +374,11 @@ def render(figures: list[Figures], args: argparse.Namespace) -> str:
         "saltmarsh bus benchmark: one master and N agent processes on loopback, agents on test:///default",
         f"machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f} at the end",
-        f"ping: median of {args.repeat} (min–max), CLI process start included; events: {args.events:,} in total "
-        f"per N, from test.fire_events on every agent, median of {args.event_runs} run(s); RSS after that work",
+        f"ping: median of {args.repeat} (min–max), CLI process start included; '{GLOB_ALL}' names every agent "
+        f"but takes the per-agent path (job key wrapped per agent), '*' the broadcast; master CPU: /proc/<pid>/stat "
+        f"utime+stime around each timed ping, 1/{TICKS} s ticks; threads: task/*/schedstat, ns",
+        f"events: {args.events:,} in total per N, from test.fire_events on every agent, median of "
+        f"{args.event_runs} run(s); RSS after that work",
         "",
         line(rows[0]),
         "  ".join("-" * w for w in widths),

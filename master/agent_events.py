@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from saltmarsh.protocol.errors import MalformedFrame
 from saltmarsh.protocol.messages import Ack, AgentEvent, Events
-from saltmarsh.protocol.tags import agent_may_fire
+from saltmarsh.protocol.tags import agent_tag_fault
 
 from .eventbus import EventBus
 from .jobcache import JobCache
@@ -111,11 +111,13 @@ class AgentEventRelay:
             log.info("dropped %d events from %s that were relayed before (sent again after a lost Ack)",
                      len(body.events) - len(events), req.agent_id)
         for event in events:
-            if agent_may_fire(req.agent_id, event.tag):
-                self._bus.fire(event.tag, event.data, agent=req.agent_id, ts=event.ts or None)
-            else:
+            # Each event is judged alone: one bad tag costs only itself, never the rest of its batch.
+            fault = agent_tag_fault(req.agent_id, event.tag)
+            if fault:
                 self.refused += 1
-                log.warning("refused event from %s: tag %r is not one it may fire", req.agent_id, event.tag)
+                log.warning("refused event from %s: tag %r: %s", req.agent_id, event.tag, fault)
+            else:
+                self._bus.fire(event.tag, event.data, agent=req.agent_id, ts=event.ts or None)
         if marks is not None:  # after relaying (a crash between the two repeats events rather than losing them)
             self._cache.save_event_marks(req.agent_id, marks.stream, marks.mark, sorted(marks.above))
         # Let the loop turn once per batch: while agents keep the request socket full its

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import socket
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,44 +23,103 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.errors import MalformedFrame
 from saltmarsh.protocol.messages import Target
 
 from .config import load_master_config
-from .control_messages import ControlReply, ControlRequest
+from .control_messages import MAX_CONTROL_FRAME, ControlReply, ControlRequest
 from .errors import CommandError, NotRunning
 from .eventbus import Event
 
 DEFAULT_REPLY_TIMEOUT = 10.0
+# zmq_poll takes its timeout as a C int of milliseconds: a longer wait is polled in slices.
+MAX_POLL_MS = 3_600_000
+MASTER_GONE = "the master closed the control connection (it stopped or crashed)"
 
 
 @dataclass
 class JobOutcome:
-    """What came of a job: returns by agent, and why each silent agent was silent."""
+    """What came of a job: returns by agent, and why each agent that did not answer did not.
+
+    ``offline`` holds the expected agents the master knew were down when the job went out
+    (not waited for), ``unknown`` the ids a list target named that have no accepted key (the
+    job was not sent to them), ``silent`` every expected agent without a return at the end,
+    and ``lost`` why the wait was cut short if the master went away meanwhile.
+    """
 
     jid: str
     expected: list[str]
     returns: dict[str, dict[str, Any]] = field(default_factory=dict)
     silent: dict[str, str] = field(default_factory=dict)
+    offline: dict[str, str] = field(default_factory=dict)
+    unknown: dict[str, str] = field(default_factory=dict)
+    lost: str = ""
+
+    @property
+    def missing(self) -> dict[str, str]:
+        """Every agent the job named that did not answer, with the reason."""
+        return {**self.unknown, **self.silent}
 
     @property
     def complete(self) -> bool:
-        """True if every expected agent answered."""
-        return not self.silent and set(self.expected) <= set(self.returns)
+        """True if every agent the job named answered."""
+        return not self.lost and not self.missing and set(self.expected) <= set(self.returns)
+
+
+def check_socket(path: Path) -> None:
+    """NotRunning, with the reason, unless a process listens on the Unix socket ``path`` and we may connect.
+
+    libzmq retries a refused or forbidden IPC connection quietly for ever; asking the
+    kernel first turns each cause (no file, no permission, not a socket, nobody listening)
+    into its own one-line message instead of a 10 s wait for an answer that cannot come.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as exc:
+        raise NotRunning(f"no master control socket at {path} (is saltmarsh-master running?)") from exc
+    except PermissionError as exc:
+        raise NotRunning(f"permission denied reaching the control socket {path}: "
+                         "run saltmarsh as the master's user (or root)") from exc
+    except OSError as exc:
+        raise NotRunning(f"cannot reach the control socket {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISSOCK(mode):
+        raise NotRunning(f"{path} is not a socket, so no master listens there (is root_dir right?)")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(DEFAULT_REPLY_TIMEOUT)
+        try:
+            probe.connect(str(path))
+        except PermissionError as exc:
+            raise NotRunning(f"permission denied opening the control socket {path}: "
+                             "run saltmarsh as the master's user (or root)") from exc
+        except ConnectionRefusedError as exc:
+            raise NotRunning(f"nothing listens on the control socket {path} "
+                             "(is saltmarsh-master running?)") from exc
+        except OSError as exc:
+            raise NotRunning(f"cannot open the control socket {path}: {exc.strerror or exc}") from exc
 
 
 class MasterClient:
     """Commands and event streams over the master's control socket."""
 
     def __init__(self, socket_path: Path, reply_timeout: float = DEFAULT_REPLY_TIMEOUT) -> None:
-        if not socket_path.exists():
-            raise NotRunning(f"no master control socket at {socket_path} (is saltmarsh-master running?)")
+        check_socket(socket_path)
         self._timeout = reply_timeout
         self._ctx = zmq.Context()
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
+        # The monitor tells us when the master's end of the connection closes, so that a wait
+        # for returns or events ends with that reason rather than running out its time.
+        self._monitor = self._socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._poller = zmq.Poller()
+        self._poller.register(self._socket, zmq.POLLIN)
+        self._poller.register(self._monitor, zmq.POLLIN)
+        # Bumped at each disconnect. libzmq reconnects by itself (and a request sent meanwhile
+        # reaches the master that comes back), but one sent before can never be answered.
+        self._epoch = 0
+        self._sent_in: dict[int, int] = {}
         self._socket.connect(f"ipc://{socket_path}")
         self._ids = itertools.count(1)
         self._early: dict[int, list[Event]] = {}
@@ -75,13 +137,19 @@ class MasterClient:
 
     def close(self) -> None:
         """Close the socket."""
+        with contextlib.suppress(zmq.ZMQError):  # already disabled: nothing to stop
+            self._socket.disable_monitor()
+        self._monitor.close(linger=0)
         self._socket.close(linger=0)
         self._ctx.term()
 
     def call(self, cmd: str, **args: Any) -> Any:
         """Run a command and return its result; CommandError if the master refused it."""
         request_id = self._send(cmd, args)
-        return self._result(request_id)
+        try:
+            return self._result(request_id)
+        finally:
+            self._sent_in.pop(request_id, None)
 
     def call_with_events(self, cmd: str, on_event: Callable[[Event], None], **args: Any) -> Any:
         """Run a command that streams events under its own request (progress) until its reply."""
@@ -89,7 +157,7 @@ class MasterClient:
         while True:
             for event in self._early.pop(request_id, []):
                 on_event(event)
-            reply = self._recv(None)
+            reply = self._recv(None, request_id)
             if reply is None:
                 continue
             if reply.events is not None:
@@ -119,23 +187,46 @@ class MasterClient:
         finally:
             self._end_stream(request_id)
 
-    def run(self, target: Target, fun: str, args: list[Any], kwargs: dict[str, Any], timeout: float) -> JobOutcome:
-        """Run a job and wait until every expected agent answered or ``timeout`` passed."""
+    def run(self, target: Target, fun: str, args: list[Any], kwargs: dict[str, Any], timeout: float,
+            on_started: Callable[[JobOutcome], None] | None = None) -> JobOutcome:
+        """Run a job and wait until every expected agent that is up answered or ``timeout`` passed.
+
+        Agents the master knows are offline are not waited for; ``on_started`` is given the
+        outcome as soon as the job is out (its ``offline`` and ``unknown`` already filled in).
+        If the master goes away meanwhile, the outcome says so in ``lost``.
+        """
         request_id = self._send(
             "run", {"fun": fun, "target": target, "args": args, "kwargs": kwargs, "timeout": timeout}
         )
-        started = self._result(request_id)
-        outcome = JobOutcome(started["jid"], started["expected"])
+        try:
+            started = self._result(request_id)
+        except NotRunning as exc:
+            if self._answerable(request_id):
+                raise  # not a disconnect: the master did not answer in time
+            raise NotRunning(f"{exc} before it answered: the job may have gone out "
+                             "(see saltmarsh job list once the master is back)") from exc
+        outcome = JobOutcome(started["jid"], started["expected"], offline=dict(started.get("offline", {})),
+                             unknown=dict(started.get("unknown", {})))
+        if on_started is not None:
+            on_started(outcome)
+        awaited = set(outcome.expected) - set(outcome.offline)
         deadline = time.monotonic() + timeout
-        while not set(outcome.expected) <= set(outcome.returns):
+        while not awaited <= set(outcome.returns):
             remaining = deadline - time.monotonic()
-            batch = self._next_events(request_id, remaining) if remaining > 0 else None
+            try:
+                batch = self._next_events(request_id, remaining) if remaining > 0 else None
+            except NotRunning as exc:
+                outcome.lost = str(exc)
+                break
             if batch is None:
                 break
             for event in batch:
                 outcome.returns[event.data["id"]] = event.data
         self._end_stream(request_id)
-        if not set(outcome.expected) <= set(outcome.returns):
+        unanswered = [a for a in outcome.expected if a not in outcome.returns]
+        if outcome.lost:
+            outcome.silent = {a: "the master went away before it answered" for a in unanswered}
+        elif unanswered:
             outcome.silent = self.call("job.silent", jid=outcome.jid)
         return outcome
 
@@ -146,6 +237,7 @@ class MasterClient:
         reply, when it comes, is skipped like any reply nobody waits for.
         """
         self._early.pop(request_id, None)
+        self._sent_in.pop(request_id, None)
         if self._socket.closed:
             return
         frame = encode(ControlRequest(next(self._ids), "stream.end", {"id": request_id}))
@@ -154,28 +246,55 @@ class MasterClient:
 
     def _send(self, cmd: str, args: dict[str, Any]) -> int:
         request_id = next(self._ids)
-        self._socket.send(encode(ControlRequest(request_id, cmd, args)))
+        try:
+            frame = encode(ControlRequest(request_id, cmd, args))
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise CommandError(f"cannot send {cmd}: an argument cannot be encoded ({exc})") from exc
+        if len(frame) > MAX_CONTROL_FRAME:
+            # The master would only refuse it (and one over twice the limit is dropped unread, with
+            # the connection): say so here rather than send a megabyte for nothing.
+            raise CommandError(f"cannot send {cmd}: the request is {len(frame)} bytes, more than the "
+                               f"{MAX_CONTROL_FRAME} the control socket takes")
+        self._read_monitor()  # a disconnect noticed only now happened before this request
+        self._socket.send(frame)
+        self._sent_in[request_id] = self._epoch
         return request_id
 
-    def _recv(self, deadline: float | None) -> ControlReply | None:
+    def _answerable(self, request_id: int) -> bool:
+        """False once the connection that carried ``request_id`` has closed."""
+        return self._sent_in.get(request_id, self._epoch) == self._epoch
+
+    def _recv(self, deadline: float | None, request_id: int) -> ControlReply | None:
         """The next reply, or None once ``deadline`` (a time.monotonic() value) has passed.
 
-        Replies that are not awaited (the master's keep-alives, another
-        stream's events) do not move the deadline.
+        Replies that are not awaited (the master's keep-alives, another stream's events) do
+        not move the deadline. NotRunning once the connection that carried ``request_id``
+        has closed and every reply the master sent before has been read.
         """
-        if deadline is not None:
-            remaining = deadline - time.monotonic()
-            if not self._socket.poll(max(0, int(remaining * 1000 + 0.5))):
+        while True:
+            wait_ms = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000 + 0.5))
+            ready = dict(self._poller.poll(MAX_POLL_MS if wait_ms is None else min(wait_ms, MAX_POLL_MS)))
+            if self._socket in ready:
+                try:
+                    return decode(self._socket.recv(), ControlReply, "control reply")
+                except MalformedFrame as exc:
+                    raise CommandError(f"unreadable reply from the master: {exc}") from exc
+            if self._monitor in ready:
+                self._read_monitor()
+            if not self._answerable(request_id):
+                raise NotRunning(MASTER_GONE)
+            if not ready and wait_ms is not None and wait_ms <= MAX_POLL_MS:
                 return None
-        try:
-            return decode(self._socket.recv(), ControlReply, "control reply")
-        except MalformedFrame as exc:
-            raise CommandError(f"unreadable reply from the master: {exc}") from exc
+
+    def _read_monitor(self) -> None:
+        while self._monitor.poll(0):
+            if recv_monitor_message(self._monitor)["event"] == zmq.EVENT_DISCONNECTED:
+                self._epoch += 1
 
     def _result(self, request_id: int) -> Any:
         deadline = time.monotonic() + self._timeout
         while True:
-            reply = self._recv(deadline)
+            reply = self._recv(deadline, request_id)
             if reply is None:
                 raise NotRunning(f"the master did not answer within {self._timeout:.0f} s")
             if reply.events is not None:
@@ -190,7 +309,7 @@ class MasterClient:
             return self._early.pop(request_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            reply = self._recv(deadline)
+            reply = self._recv(deadline, request_id)
             if reply is None:
                 return None
             if reply.events and reply.id == request_id:

@@ -80,6 +80,11 @@ class MasterConfig:
     virt: VirtMasterFile
 
     @property
+    def root_dir_mode(self) -> int:
+        """The mode root_dir is created with: keys, the session key and the job cache are the master's alone."""
+        return 0o700
+
+    @property
     def control_dir(self) -> Path:
         """Directory of the control socket (mode 0700: its permissions are the access control)."""
         return self.root_dir / "control"

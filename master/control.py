@@ -13,6 +13,10 @@ is over, so a client that forgets cannot make the bus grow job by job.
 
 Events are queued per stream and sent in one reply per turn of the event loop,
 or as soon as MAX_BATCH have queued up, so a burst never gathers in memory.
+
+A request larger than MAX_CONTROL_FRAME, or one that violates its schema, is refused
+with a logged reason and, when its id can be read, an error reply, so that its client
+learns why at once instead of waiting out its timeout.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.errors import MalformedFrame
 
 from .commands import COMMANDS, CommandContext, load_all
-from .control_messages import MAX_CONTROL_FRAME, ControlReply, ControlRequest
+from .control_messages import CONTROL_TRANSPORT_MAX, MAX_CONTROL_FRAME, ControlReply, ControlRequest, RequestId
 from .errors import MasterError
 from .eventbus import Event
 
@@ -56,7 +60,7 @@ class ControlServer:
         self._master = master
         self._socket = ctx.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_FRAME)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, CONTROL_TRANSPORT_MAX)
         self._socket.setsockopt(zmq.SNDHWM, 100_000)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._streams: dict[StreamKey, list[int]] = defaultdict(list)
@@ -103,14 +107,29 @@ class ControlServer:
                 log.warning("control: rejected message of %d frames", len(parts) - 1)
                 continue
             client, frame = parts
+            if len(frame) > MAX_CONTROL_FRAME:
+                reason = (f"the request is {len(frame)} bytes, more than the {MAX_CONTROL_FRAME} "
+                          "the control socket takes")
+                log.warning("control: rejected request: %s", reason)
+                self._refuse(client, frame, reason)
+                continue
             try:
                 request = decode(frame, ControlRequest, "control request")
             except MalformedFrame as exc:
                 log.warning("control: rejected request: %s", exc)
+                self._refuse(client, frame, str(exc))
                 continue
             task = asyncio.create_task(self._answer(client, request))
             self._answering.add(task)  # the loop keeps only a weak reference to a task
             task.add_done_callback(self._answering.discard)
+
+    def _refuse(self, client: bytes, frame: bytes, reason: str) -> None:
+        """Answer a request refused unread, if its id can be read: the client learns why at once."""
+        try:
+            request_id = decode(frame, RequestId, "control request id").id
+        except MalformedFrame:
+            return  # no id to answer to: the log line is all there is
+        self._send_nowait(client, encode(ControlReply(request_id, ok=False, error=f"refused: {reason}")), 0)
 
     async def _answer(self, client: bytes, request: ControlRequest) -> None:
         fn = COMMANDS.get(request.cmd)

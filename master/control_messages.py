@@ -14,6 +14,13 @@ import msgspec
 from .eventbus import Event
 
 MAX_CONTROL_FRAME = 1024 * 1024
+# libzmq drops a frame over its MAXMSGSIZE unread, with the connection, so nobody learns why;
+# it is set this far above our own limit so that the master reads, logs and answers a request
+# that is only too large, and the transport still drops a flood before Python allocates it.
+CONTROL_TRANSPORT_MAX = 2 * MAX_CONTROL_FRAME
+# Join tokens (saltmarsh key token --ttl): a token meant for a machine not built within a month
+# is better issued when it is.
+MAX_TOKEN_TTL = 30 * 24 * 3600.0
 
 
 class ControlRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -32,3 +39,9 @@ class ControlReply(msgspec.Struct, frozen=True):
     result: Any = None
     error: str = ""
     events: list[Event] | None = None
+
+
+class RequestId(msgspec.Struct, frozen=True):
+    """Just the ``id`` of a request the master refuses unread (too large, or malformed), to answer it."""
+
+    id: int

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saltmarsh.protocol.messages import Target
+from saltmarsh.protocol.redaction import redact
 
 from .errors import CommandError
 from .eventbus import Event
@@ -28,6 +29,8 @@ VM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 OPERATIONS = {"start", "shutdown", "stop", "reboot", "reset", "pause", "resume", "purge"}
 RESYNC_TIMEOUT = 30.0
 SEED_TOKEN_TTL = 24 * 3600.0  # a seeded VM may take a while to boot and install its agent
+MAX_VM_CPUS = 4096  # libvirt's own ceiling for a KVM guest's vCPUs
+MAX_VM_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,14 @@ class InitRequest:
     options: dict[str, Any] = field(default_factory=dict)  # nic/disk profile, enable_qcow, enable_vnc, seed
     dry_run: bool = False
     timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        # Checked here, before placement: with 0 CPUs or 0 MiB every host "fits", and a dry
+        # run would promise a VM that cannot exist.
+        if not 1 <= self.cpus <= MAX_VM_CPUS:
+            raise CommandError(f"a VM needs 1 to {MAX_VM_CPUS} CPUs, not {self.cpus}")
+        if not 1 <= self.memory_mib <= MAX_VM_MEMORY_MIB:
+            raise CommandError(f"a VM needs 1 to {MAX_VM_MEMORY_MIB} MiB of memory, not {self.memory_mib}")
 
 
 class Controller:
@@ -61,6 +72,8 @@ class Controller:
     def on_agent_up(self, event: Event) -> None:
         """An agent came up: ask it for a full snapshot so the inventory is never stale."""
         agent_id = event.tag.split("/")[2]
+        if self._keys.is_guest(agent_id):
+            return  # a guest's libvirt (if any) is none of the inventory's business
         task = asyncio.get_running_loop().create_task(self._resync(agent_id))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -107,6 +120,19 @@ class Controller:
             raise CommandError(f"no VM named {name!r} on any hypervisor")
         return result
 
+    async def set_role(self, agent_id: str, role: str) -> dict[str, Any]:
+        """Make an accepted agent a ``hypervisor`` (listed, placed on) or a ``guest`` (neither)."""
+        if role not in ("hypervisor", "guest"):
+            raise CommandError(f"unknown role {role!r}: hypervisor or guest")
+        if self._keys.store.accepted_key(agent_id) is None:
+            raise CommandError(f"no accepted key for agent {agent_id!r}")
+        self._keys.set_guest(agent_id, role == "guest")
+        if role == "guest":
+            self._inventory.forget(agent_id)
+        elif self._presence.is_up(agent_id):
+            await self._resync(agent_id)
+        return {"id": agent_id, "role": role}
+
     def maintenance(self, agent_id: str, on: bool) -> dict[str, Any]:
         """Put a hypervisor in or out of maintenance."""
         if self._inventory.get(agent_id) is None:
@@ -140,13 +166,17 @@ class Controller:
         finally:
             self._placement.release(host, request.name)
         self._inventory.apply_domain_info(host, request.name, ret)
-        return {"host": host, "vm": ret, **decision.as_dict()}
+        # The console password is shown by `virt vnc NAME` only (protocol/redaction.py).
+        return {"host": host, "vm": redact(ret), **decision.as_dict()}
 
     async def operate(self, operation: str, name: str, timeout: float = 120.0) -> dict[str, Any]:
         """Run a lifecycle operation (or info/vnc) on the hypervisor that holds ``name``."""
         host = self.holder(name)
         if operation in OPERATIONS:
             result = await self.run_on(host, f"virt.{operation}", {"name": name}, timeout, name)
+            if operation == "purge":
+                # The VM is gone: a seed token it never used must not let anyone else join as it.
+                self._keys.revoke_tokens(name)
         elif operation == "info":
             result = (await self.run_on(host, "virt.vm_info", {"name": name}, timeout, name))[name]
         elif operation == "vnc":

@@ -4,8 +4,9 @@ Fed by events, never by polling every hypervisor at every call (as Salt's
 runner does): a full snapshot when an agent comes up (the master asks for
 ``virt.full_info``) or reconnects to libvirt (the agent pushes it), then
 libvirt's own lifecycle events, each carrying the VM's current info.
-Persisted in the job cache's database, so a restarted master knows where
-every VM is.
+What a guest agent (one that joined by token, master/tokens.py) pushes is
+ignored: it is not a hypervisor until the operator makes it one. Persisted
+in the job cache's database, so a restarted master knows where every VM is.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,8 +69,10 @@ def _public(graphics: dict[str, Any]) -> dict[str, Any]:
 class Inventory:
     """Hypervisors and VMs by agent, updated from events and stored in SQLite."""
 
-    def __init__(self, cache: JobCache) -> None:
+    def __init__(self, cache: JobCache, is_guest: Callable[[str], bool]) -> None:
+        """``is_guest`` names the agents that are not hypervisors (they joined by token): never listed."""
         self._cache = cache
+        self._is_guest = is_guest
         db = cache.db
         db.executescript(SCHEMA)
         self._hosts: dict[str, Hypervisor] = {}
@@ -94,6 +98,8 @@ class Inventory:
     def on_event(self, event: Event) -> None:
         """Apply a ``saltmarsh/virt/<agent>/...`` event."""
         parts = event.tag.split("/")
+        if len(parts) < 3 or self._is_guest(parts[2]):
+            return
         if len(parts) == 4 and parts[3] == "inventory" and isinstance(event.data, dict):
             self.apply_snapshot(parts[2], event.data)
         elif len(parts) == 6 and parts[3] == "domain" and isinstance(event.data, dict):
@@ -101,6 +107,10 @@ class Inventory:
 
     def apply_snapshot(self, agent_id: str, snapshot: dict[str, Any]) -> None:
         """Replace everything known of a hypervisor with a full snapshot (virt.full_info)."""
+        if self._is_guest(agent_id):
+            log.info("inventory: %s is a guest (joined by token), not a hypervisor: its snapshot is ignored",
+                     agent_id)
+            return
         host = self._hosts.setdefault(agent_id, Hypervisor(agent_id))
         host.available = bool(snapshot.get("available", "node_info" in snapshot))
         host.error = str(snapshot.get("error", ""))

@@ -1,20 +1,29 @@
-"""Jobs: targeting, recording, publishing, and gathering returns into the cache and the bus."""
+"""Jobs: targeting, recording, publishing, and gathering returns into the cache and the bus.
+
+The cache and the bus get jobs and returns with their secrets redacted
+(protocol/redaction.py); only the master's own callers of ``run_and_wait``
+(``virt vnc`` needs the console password) see a live return whole.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
+
+import msgspec
 
 from saltmarsh.pki.keystore import KeyState
 from saltmarsh.protocol.jids import new_jid
 from saltmarsh.protocol.messages import Ack, Job, JobReturn, Returns, Target
+from saltmarsh.protocol.redaction import holds_secret, redact
 from saltmarsh.protocol.tags import job_new_tag, job_ret_tag
-from saltmarsh.protocol.targeting import describe, matches
+from saltmarsh.protocol.targeting import describe, is_everyone, matches
 
 from .errors import CommandError
-from .eventbus import Event, EventBus
+from .eventbus import EventBus
 from .jobcache import JobCache
 from .keys import KeyManager
 from .presence import Presence
@@ -35,6 +44,8 @@ class JobRouter:
         self._publisher = publisher
         self._presence = presence
         self._keys = keys
+        # jid -> who waits for its whole returns (run_and_wait); never the bus, which shows them redacted.
+        self._waiters: dict[str, Callable[[dict[str, Any]], None]] = {}
 
     def expected_agents(self, target: Target) -> list[str]:
         """Accepted agents the target names (labels as last reported by each agent)."""
@@ -56,43 +67,54 @@ class JobRouter:
 
     async def submit(self, job: Job, expected: list[str]) -> None:
         """Record the job, announce it, and publish it."""
-        self._cache.add_job(job, expected)
+        self._cache.add_job(redacted_job(job), expected)
         self._bus.fire(job_new_tag(job.jid), {"jid": job.jid, "fun": job.fun, "expected": expected})
-        named = expected if job.target.kind in ("id", "list") else None
-        await self._publisher.publish(job, named)
+        await self._publisher.publish(job, None if is_everyone(job.target) else self._recipients(expected))
         log.info("job %s %s published to %s", job.jid, job.fun, describe(job.target))
+
+    def _recipients(self, expected: list[str]) -> dict[str, bytes]:
+        """The accepted public key of each expected agent (one deleted meanwhile gets nothing)."""
+        keys = {agent_id: self._keys.store.accepted_key(agent_id) for agent_id in expected}
+        return {agent_id: key for agent_id, key in keys.items() if key is not None}
 
     async def on_returns(self, req: Request) -> Ack:
         """Persist returns, then acknowledge them (duplicates are acknowledged, not stored twice)."""
         assert isinstance(req.body, Returns)
         self._presence.seen(req.agent_id, req.routing_id)
-        fresh, unexpected = self._cache.add_returns(req.agent_id, req.body.returns)
+        whole = {ret.jid: ret for ret in req.body.returns}
+        fresh, unexpected = self._cache.add_returns(req.agent_id, [redacted_return(r) for r in req.body.returns])
         for jid in unexpected:
             log.warning("refused return from %s for job %s, which was not sent to it", req.agent_id, jid)
         for ret in fresh:
+            waiter = self._waiters.get(ret.jid)
+            if waiter is not None:
+                waiter(return_data(req.agent_id, whole[ret.jid]))
             self._bus.fire(job_ret_tag(ret.jid, req.agent_id), return_data(req.agent_id, ret), agent=req.agent_id)
         return Ack(jids=[r.jid for r in req.body.returns])
 
     async def run_and_wait(
         self, target: Target, fun: str, kwargs: dict[str, Any], timeout: float
     ) -> tuple[str, dict[str, dict[str, Any]]]:
-        """Run a job for the master's own use and wait for the returns (or the timeout)."""
+        """Run a job for the master's own use and wait for the returns (or the timeout).
+
+        The returns come whole, secrets included: the caller decides what it shows.
+        """
         job, expected = self.prepare(fun, target, [], kwargs, timeout)
         returns: dict[str, dict[str, Any]] = {}
         complete = asyncio.Event()
 
-        def collect(event: Event) -> None:
-            returns[event.data["id"]] = event.data
+        def collect(data: dict[str, Any]) -> None:
+            returns[data["id"]] = data
             if set(expected) <= set(returns):
                 complete.set()
 
-        handle = self._bus.subscribe(f"saltmarsh/job/{job.jid}/ret/", collect)
+        self._waiters[job.jid] = collect
         try:
             await self.submit(job, expected)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(complete.wait(), timeout)
         finally:
-            self._bus.unsubscribe(handle)
+            del self._waiters[job.jid]
         return job.jid, returns
 
     def why_silent(self, jid: str) -> dict[str, str]:
@@ -102,6 +124,18 @@ class JobRouter:
             raise CommandError(f"no job {jid}")
         answered = self._cache.returns(jid)
         return {a: self._presence.why_silent(a) for a in record.expected if a not in answered}
+
+
+def redacted_job(job: Job) -> Job:
+    """``job`` as the cache may keep it: secret arguments redacted."""
+    if not (holds_secret(job.kwargs) or holds_secret(job.args)):
+        return job
+    return msgspec.structs.replace(job, args=redact(job.args), kwargs=redact(job.kwargs))
+
+
+def redacted_return(ret: JobReturn) -> JobReturn:
+    """``ret`` as the cache and the bus may show it: secrets in its result redacted."""
+    return msgspec.structs.replace(ret, result=redact(ret.result)) if holds_secret(ret.result) else ret
 
 
 def return_data(agent_id: str, ret: JobReturn) -> dict[str, Any]:

@@ -107,13 +107,30 @@ class KeyManager:
         if refusal:
             self._refusals.warning("token", "refused join token from %s: %s", agent_id, refusal)
             return KeyState.PENDING
-        log.info("agent %s joined with a one-time token", agent_id)
+        log.info("agent %s joined with a one-time token (a guest, not a hypervisor, until "
+                 "'saltmarsh host role %s hypervisor')", agent_id, agent_id)
+        self._tokens.mark_guest(agent_id)
         return self._set_state(agent_id, KeyState.ACCEPTED).state
 
     def issue_token(self, agent_id: str, ttl: float) -> tuple[str, float]:
         """A one-time join token for ``agent_id``."""
         _valid_command_id(agent_id, "key token")
         return self._tokens.issue(agent_id, ttl)
+
+    def revoke_tokens(self, agent_id: str) -> int:
+        """Revoke the unused join tokens of ``agent_id`` (its VM was purged); return how many."""
+        revoked = self._tokens.revoke(agent_id)
+        if revoked:
+            log.info("revoked %d unused join token(s) of %s", revoked, agent_id)
+        return revoked
+
+    def is_guest(self, agent_id: str) -> bool:
+        """True for an agent that joined by token and is not (yet) a hypervisor."""
+        return self._tokens.is_guest(agent_id)
+
+    def set_guest(self, agent_id: str, guest: bool) -> None:
+        """Record whether ``agent_id`` is a guest (True) or a hypervisor (False)."""
+        self._tokens.set_guest(agent_id, guest)
 
     async def on_heartbeat(self, req: Request) -> Ack:
         """Handle a heartbeat; the reply names the current session key id."""
@@ -153,6 +170,7 @@ class KeyManager:
         await self._push_refusal(agent_id, "key deleted")
         self._store.delete(agent_id)
         self._presence.forget(agent_id)
+        self._tokens.set_guest(agent_id, False)  # whoever submits this id next starts afresh
         log.info("key of %s deleted", agent_id)
         self._bus.fire(key_tag(agent_id, "deleted"), {"id": agent_id})
         if record.state is KeyState.ACCEPTED:

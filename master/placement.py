@@ -85,7 +85,8 @@ class Placement:
         self._reserved.get(host, {}).pop(name, None)
 
     def _candidate(self, host: Hypervisor, request: Request) -> Candidate:
-        reserved = self._reserved.get(host.agent_id, {}).values()
+        # A reserved VM whose definition event has reached the inventory is counted there already.
+        reserved = [r for name, r in self._reserved.get(host.agent_id, {}).items() if name not in host.vms]
         candidate = Candidate(
             host.agent_id,
             host.freemem - sum(m for m, _ in reserved),

@@ -9,6 +9,7 @@ connected".
 from __future__ import annotations
 
 import datetime
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -16,6 +17,8 @@ from saltmarsh.protocol.tags import agent_tag
 
 from .eventbus import EventBus
 from .jobcache import AgentRecord, JobCache
+
+log = logging.getLogger(__name__)
 
 MISSED_HEARTBEATS = 3
 
@@ -96,6 +99,7 @@ class Presence:
         state.last_seen, state.routing_id = now, routing_id
         self._dirty_seen[agent_id] = now
         if not state.up:
+            log.info("agent %s is up (%s)", agent_id, self._was(state))
             state.up, state.down_since = True, None
             self._save(state)
             self._bus.fire(agent_tag(agent_id, "up"), {"id": agent_id, "labels": state.labels})
@@ -121,6 +125,7 @@ class Presence:
         if state is None or not state.up:
             return
         state.up, state.down_since = False, time.time()
+        log.info("agent %s is down: %s (last seen %s)", agent_id, why, _when(state.last_seen))
         self._save(state)
         self._bus.fire(agent_tag(agent_id, "down"), {"id": agent_id, "reason": why})
 
@@ -139,6 +144,13 @@ class Presence:
         if not state.up:
             return f"offline since {_when(state.down_since or state.last_seen)}"
         return f"timed out (agent up, last seen {_when(state.last_seen)})"
+
+    @staticmethod
+    def _was(state: AgentState) -> str:
+        """What an agent coming up was before: new, or offline since when."""
+        if not state.first_seen:
+            return "first contact"
+        return f"was offline since {_when(state.down_since or state.last_seen)}"
 
     def _state(self, agent_id: str) -> AgentState:
         state = self._agents.get(agent_id)

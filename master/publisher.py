@@ -1,13 +1,16 @@
-"""The publish channel: jobs go out on PUB, sealed with the rotating session key.
+"""The publish channel: jobs go out on PUB, each readable only by the agents it is aimed at.
 
-A job aimed at named agents is sent on each agent's own topic so that ZeroMQ
-filters it at the publisher; a glob or label job goes once on the broadcast
-topic and each agent checks the target itself (DESIGN.md, Channels).
+A job for ``'*'`` goes once on the broadcast topic, sealed with the rotating session key
+that every accepted agent holds. Any other job (ids, lists, globs, labels: the master has
+already resolved them to the accepted agents they name) is sealed with a fresh key that is
+wrapped for each of those agents and sent on each one's own topic, so that ZeroMQ filters
+it at the publisher and no other agent can open it (protocol/jobseal.py).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import zmq
@@ -16,8 +19,9 @@ import zmq.asyncio
 from saltmarsh.pki.files import write_secret
 from saltmarsh.pki.keys import Identity
 from saltmarsh.protocol.codec import encode
-from saltmarsh.protocol.crypto import SESSION_KEY_SIZE, SessionKey
+from saltmarsh.protocol.crypto import SESSION_KEY_SIZE, PeerCipher, SessionKey
 from saltmarsh.protocol.envelope import seal
+from saltmarsh.protocol.jobseal import PRIVATE_JOB_KIND, job_cipher, new_job_key, wrap_job_key
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import Job
 from saltmarsh.protocol.topics import BROADCAST, agent_topic
@@ -54,11 +58,19 @@ class SessionKeys:
 
 
 class Publisher:
-    """Owns the PUB socket and seals jobs with the current session key."""
+    """Owns the PUB socket; seals jobs for everyone with the session key, any other per job."""
 
-    def __init__(self, ctx: zmq.asyncio.Context, identity: Identity, sessions: SessionKeys, limits: Limits) -> None:
+    def __init__(
+        self,
+        ctx: zmq.asyncio.Context,
+        identity: Identity,
+        sessions: SessionKeys,
+        limits: Limits,
+        peer_cipher: Callable[[bytes], PeerCipher],
+    ) -> None:
         self._identity = identity
         self._sessions = sessions
+        self._peer_cipher = peer_cipher
         self._socket = ctx.socket(zmq.PUB)
         harden(self._socket, limits)
         # A slow agent must not make the master buffer without bound; the job
@@ -69,14 +81,19 @@ class Publisher:
         """Bind the PUB socket."""
         self._socket.bind(tcp_endpoint(interface, port))
 
-    async def publish(self, job: Job, named: list[str] | None) -> None:
-        """Send ``job`` to the ``named`` agents' topics, or on broadcast when None."""
-        key = self._sessions.current
-        body = key.cipher().encrypt(encode(job))
-        frame, _ = seal(self._identity, MASTER_SENDER, Job.KIND, body, key_id=key.key_id)
-        topics = [BROADCAST] if named is None else [agent_topic(a) for a in named]
-        for topic in topics:
-            await self._socket.send_multipart([topic, frame])
+    async def publish(self, job: Job, recipients: Mapping[str, bytes] | None) -> None:
+        """Send ``job`` to every agent on broadcast (None), or only to ``recipients`` (id -> public key)."""
+        if recipients is None:
+            key = self._sessions.current
+            frame, _ = seal(self._identity, MASTER_SENDER, Job.KIND, key.cipher().encrypt(encode(job)),
+                            key_id=key.key_id)
+            await self._socket.send_multipart([BROADCAST, frame])
+            return
+        job_key = new_job_key()
+        frame, nonce = seal(self._identity, MASTER_SENDER, PRIVATE_JOB_KIND, job_cipher(job_key).encrypt(encode(job)))
+        for agent_id, public_key in recipients.items():
+            wrapped = wrap_job_key(self._peer_cipher(public_key), job_key, nonce)
+            await self._socket.send_multipart([agent_topic(agent_id), frame, wrapped])
 
     def close(self) -> None:
         """Close the socket."""

@@ -49,9 +49,9 @@ class Master:
         self.presence = Presence(self.cache, self.bus, config.heartbeat_seconds)
         self.sessions = SessionKeys(config.session_key_path)
         self._zmq = zmq.asyncio.Context()
-        self.publisher = Publisher(self._zmq, self.identity, self.sessions, config.limits)
         store = KeyStore(config.agent_keys_dir)
         self.channel = RequestChannel(self._zmq, self.identity, store.accepted_key, config.limits)
+        self.publisher = Publisher(self._zmq, self.identity, self.sessions, config.limits, self.channel.peer_cipher)
         self.keys = KeyManager(
             store, self.bus, self.sessions, self.presence, self.channel, self.identity, TokenStore(self.cache),
             auto_accept=config.auto_accept, heartbeat_seconds=config.heartbeat_seconds,
@@ -59,7 +59,7 @@ class Master:
         )
         self.jobs = JobRouter(self.cache, self.bus, self.publisher, self.presence, self.keys)
         self.relay = AgentEventRelay(self.bus, self.presence, self.cache)
-        self.inventory = Inventory(self.cache)
+        self.inventory = Inventory(self.cache, self.keys.is_guest)
         placement = Placement(self.inventory, self.presence.is_up,
                               self.presence.labels)
         self.controller = Controller(self.inventory, placement, self.jobs, self.presence, self.keys,

@@ -1,10 +1,11 @@
-"""What both daemons do the same way: arguments, config, logging, and stopping on SIGTERM/SIGINT."""
+"""What both daemons do the same way: umask, arguments, config, logging, the state-dir lock, stopping on signals."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -12,9 +13,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from .configfile import check_config_dir
 from .errors import ConfigError
+from .statedir import StateDirBusy, locked_state_dirs
 
-C = TypeVar("C")
+# Whatever started us (a shell with umask 000, a unit without UMask=): what a daemon creates is its own.
+# What others must reach (the image cache, a VM's directory, public keys) gets its mode explicitly.
+DAEMON_UMASK = 0o077
+
+
+class DaemonConfig(Protocol):
+    """What daemon_main needs of a daemon's config: its state directory and that directory's mode."""
+
+    @property
+    def root_dir(self) -> Path:
+        """The state directory (keys, caches, sockets): one daemon at a time may use it."""
+
+    @property
+    def root_dir_mode(self) -> int:
+        """The mode the state directory is created with."""
+
+
+C = TypeVar("C", bound=DaemonConfig)
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -67,31 +87,49 @@ class DaemonSpec(Generic[C]):
     log_level_of: Callable[[C], str]
     build: Callable[[C], Runnable]
     fatal: tuple[type[BaseException], ...]
+    # The (directory, mode) pairs to lock at start; None: the config's own root_dir (swarm mode locks each member's).
+    state_dirs: Callable[[C], list[tuple[Path, int]]] | None = None
 
 
 def daemon_main(spec: DaemonSpec[C], argv: list[str] | None = None) -> int:
-    """Parse ``-c``/``-l``, load the config, run in the foreground; exit 0 on a clean stop.
+    """Set the umask, parse ``-c``/``-l``, load the config, lock the state dir, run in the foreground.
 
-    A bad config exits 2 with the file and key named; a start-up failure in ``spec.fatal``
-    (an unreadable key, a port in use) exits 1 with one log line.
+    Exit 0 on a clean stop. A missing config directory or a bad config exits 2 with one line
+    naming the file and key; another daemon holding the state directory, or a start-up failure
+    in ``spec.fatal`` (an unreadable key, a port in use), exits 1 with one log line.
     """
+    os.umask(DAEMON_UMASK)  # first: before anything (a log, a key, a database) can be created
     parser = argparse.ArgumentParser(prog=spec.prog, description=spec.description)
     parser.add_argument("-c", "--config-dir", type=Path, default=spec.default_config_dir,
                         help=f"holds {spec.config_file}")
     parser.add_argument("-l", "--log-level", choices=LOG_LEVELS, help=f"overrides log_level in {spec.config_file}")
     args = parser.parse_args(argv)
     try:
+        check_config_dir(args.config_dir, spec.config_file)
         config = spec.load_config(args.config_dir)
     except ConfigError as exc:
         print(f"{spec.prog}: {exc}", file=sys.stderr)
         return 2
     setup_logging(args.log_level or spec.log_level_of(config))
+    log = logging.getLogger(spec.prog)
+    _log_config_source(log, args.config_dir / spec.config_file)
+    state_dirs = spec.state_dirs(config) if spec.state_dirs else [(config.root_dir, config.root_dir_mode)]
+    fatal: tuple[type[BaseException], ...] = (StateDirBusy, *spec.fatal)
     try:
-        asyncio.run(_serve(spec, config))
-    except spec.fatal as exc:
-        logging.getLogger(spec.prog).error("cannot start: %s", exc)
+        with locked_state_dirs(state_dirs):
+            asyncio.run(_serve(spec, config))
+    except fatal as exc:
+        log.error("cannot start: %s", exc)
         return 1
     return 0
+
+
+def _log_config_source(log: logging.Logger, path: Path) -> None:
+    """Say which file the settings came from, or that there was none (so every default is a visible choice)."""
+    if os.path.lexists(path):
+        log.info("config read from %s", path)
+    else:
+        log.info("no %s: every setting is its default", path)
 
 
 async def _serve(spec: DaemonSpec[C], config: C) -> None:

@@ -14,6 +14,11 @@ def is_glob(text: str) -> bool:
     return any(c in GLOB_CHARS for c in text)
 
 
+def is_everyone(target: Target) -> bool:
+    """True for the ``'*'`` target: the one job every accepted agent may read (broadcast, session key)."""
+    return target.kind == "glob" and target.pattern == "*"
+
+
 def parse_labels(text: str) -> dict[str, str]:
     """Parse ``role=hv,zone=a`` into a dict; ValueError names the bad part."""
     labels: dict[str, str] = {}

@@ -21,12 +21,16 @@ if [[ ! -x .venv/bin/python ]]; then
     "$PYTHON" -m venv .venv
 fi
 
-# Reinstall only when the declared dependencies change (the install is editable, so code changes need none).
-stamp=".venv/.saltmarsh-$(sha256sum setup.cfg pyproject.toml | sha256sum | cut -c1-16)"
+# Every package comes at the version constraints.txt pins, so every machine gets the same install;
+# upgrading is a commit of a new constraints.txt (scripts/update-constraints.sh makes one).
+# Reinstall only when the declared or pinned dependencies change (the install is editable, so code
+# changes need none).
+stamp=".venv/.saltmarsh-$(sha256sum setup.cfg pyproject.toml constraints.txt | sha256sum | cut -c1-16)"
 if [[ ! -e $stamp ]]; then
-    echo "setup: installing saltmarsh and its dependencies into .venv"
-    .venv/bin/pip install -q --upgrade pip
-    .venv/bin/pip install -q -e '.[test]'
+    echo "setup: installing saltmarsh and its pinned dependencies into .venv"
+    # First the pinned pip: Debian's older one does not know --build-constraint.
+    .venv/bin/pip install -q -c constraints.txt pip
+    .venv/bin/pip install -q -c constraints.txt --build-constraint constraints.txt -e '.[test]'
     rm -f .venv/.saltmarsh-*
     touch "$stamp"
 fi

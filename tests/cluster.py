@@ -224,8 +224,13 @@ class EventRecorder:
         self._thread.start()
 
     def _record(self, idle_timeout: float) -> None:
-        for event in self._client.events(self._pattern, idle_timeout=idle_timeout):
-            self.events.append(event)
+        from saltmarsh.master.errors import NotRunning
+
+        try:
+            for event in self._client.events(self._pattern, idle_timeout=idle_timeout):
+                self.events.append(event)
+        except NotRunning:
+            pass  # the test stopped the master: recording ends with what it had
 
     def ready(self, agent_id: str, probe: str) -> None:
         """Block until ``agent_id`` has fired ``probe`` (a tag under the pattern) and it was recorded."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +56,21 @@ def test_bench_soak_short_prints_samples_and_slopes() -> None:
     for series in ("master", "agent median", "agent max"):
         assert any(line.startswith(f"slope {series}:") for line in lines), result.stdout
     assert "events in" in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_bench_publish_small_prints_a_row_per_n() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.publish", "--agents", "1,5", "--repeat", "3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=55,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.splitlines()
+    header = next((line for line in lines if line.lstrip().startswith("N ")), "")
+    assert header.split()[:3] == ["N", "BROADCAST", "CPU"], result.stdout
+    rows = {line.split()[0]: line for line in lines if line.split() and line.split()[0].isdigit()}
+    assert set(rows) == {"1", "5"}, result.stdout
+    for row in rows.values():
+        times = re.findall(r"(-?[\d,]+\.\d) µs", row)
+        assert len(times) == 6 and all(float(t.replace(",", "")) > 0 for t in times[:4]), row
+        assert re.search(r" [\d,]+\.\dx ", row), row

@@ -266,7 +266,8 @@ def test_a_hello_whose_field_name_is_not_utf8_is_refused_not_failed(cluster: Clu
     for body in (b"\x81\xa2\x80\x80\x90", b"\x81\xa4lab\xff\x80"):
         frame, _ = handmade_frame(peer.identity, "odd", Hello.KIND, body, ts=time.time(), present_key=True)
         peer.send_frame(frame)
-    wait_lines(cluster, rf"{REJECTED} \S+: hello body has a field name that is not UTF-8: ", 2)
+    # Our own reasons only: which of the two msgspec reports (and its words) differs between releases.
+    wait_lines(cluster, rf"{REJECTED} \S+: hello body (has a field name that is not UTF-8|is not valid msgpack): ", 2)
     log = cluster.master.log()
     assert "Traceback" not in log and "failed inside the master" not in log
     assert key_files(cluster) == [] and cluster.pending() == []

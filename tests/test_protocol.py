@@ -79,7 +79,7 @@ def test_job_schema_is_strict() -> None:
     job = Job(jid=new_jid(), fun="test.ping", target=Target(kind="glob", pattern="*"))
     assert decode(encode(job), Job) == job
     raw = {"jid": job.jid, "fun": "test.ping", "target": {"kind": "glob", "pattern": "*"}, "extra": 1}
-    with pytest.raises(MalformedFrame, match="unknown field `extra`"):
+    with pytest.raises(MalformedFrame, match=r"message violates its schema: .*extra"):
         decode(encode(raw), Job)
     with pytest.raises(MalformedFrame, match="kind"):
         decode(encode({"jid": job.jid, "fun": "x", "target": {"kind": "everyone"}}), Job)

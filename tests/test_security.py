@@ -27,6 +27,7 @@ from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.crypto import SessionCipher
 from saltmarsh.protocol.envelope import Outer, SignedHeader, parse_outer, seal, verify
 from saltmarsh.protocol.errors import UndecryptableBody
+from saltmarsh.protocol.jobseal import PRIVATE_JOB_KIND, job_cipher, unwrap_job_key
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Job, Refused, Returns, Welcome
 
@@ -140,16 +141,20 @@ def test_publish_channel_hides_job_arguments(cluster: Cluster, zctx: zmq.Context
     while sub.poll(1000):
         captured.append(sub.recv_multipart())
     assert len(captured) == 1, captured
-    [[topic, frame]] = captured
+    [[topic, frame, wrapped]] = captured
     assert topic == b"@hv1\x00"
-    assert secret.encode() not in topic + frame
+    assert secret.encode() not in topic + frame + wrapped
     assert b"test.echo" not in frame, "the function name travels in the clear"
 
-    # The captured frame is that job: it verifies with the master's key and, opened with the
-    # session key from the master's state, holds the secret.
-    header = verify(parse_outer(frame, Limits()), master_identity(cluster.master_dir).public_key)
-    job = decode(SessionCipher(session_key_bytes(cluster.master_dir)).decrypt(header.body), Job)
-    assert header.kind == "job" and job.fun == "test.echo" and job.args == [secret]
+    # The captured frame is that job: it verifies with the master's key and, with the job key
+    # unwrapped by hv1's own Box, holds the secret; the session key every agent holds opens nothing.
+    master_public = master_identity(cluster.master_dir).public_key
+    header = verify(parse_outer(frame, Limits()), master_public)
+    job_key = unwrap_job_key(box(agent_identity(cluster.agents["hv1"]), master_public), wrapped, header.nonce)
+    job = decode(job_cipher(job_key).decrypt(header.body), Job)
+    assert header.kind == PRIVATE_JOB_KIND and job.fun == "test.echo" and job.args == [secret]
+    with pytest.raises(UndecryptableBody):
+        SessionCipher(session_key_bytes(cluster.master_dir)).decrypt(header.body)
 
 
 def test_request_channel_hides_bodies_and_the_session_key(cluster: Cluster, zctx: zmq.Context[Any]) -> None:

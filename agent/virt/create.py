@@ -16,6 +16,7 @@ from ..libvirt_conn import libvirt
 from .disks import create_disks
 from .domain_xml import Graphics, build_domain
 from .host import LibvirtHost
+from .images import local_image
 from .inventory import domain_info
 from .seed import build_seed_iso
 from .spec import VmSpec, parse_spec
@@ -39,15 +40,12 @@ def domain_type(ctx: FunctionContext, conn: Any) -> str:
 
 
 def resolve_image(ctx: FunctionContext, image: str | None) -> Path | None:
-    """The local file of an image reference (an absolute path on this hypervisor)."""
+    """The local file of an image reference: fetched from the master, or an absolute path under virt.image_dirs."""
     if image is None:
         return None
     if image.startswith("master://"):
         return ctx.images.fetch(image)
-    path = Path(image)
-    if not path.is_file():
-        raise InvalidSpec(f"image {image} does not exist on this hypervisor")
-    return path
+    return local_image(image, ctx.virt.image_dirs)
 
 
 def _profiles(ctx: FunctionContext, spec: VmSpec) -> tuple[Any, Any]:
@@ -95,11 +93,11 @@ def init(ctx: FunctionContext, **spec_values: Any) -> dict[str, Any]:
 def _seed(ctx: FunctionContext, spec: VmSpec, created: list[Path]) -> str:
     """Write the VM's NoCloud seed ISO: its agent joins this hypervisor's master with the token."""
     path = ctx.virt.vm_dir / spec.name / "seed.iso"
-    created.append(path)
     build_seed_iso(path, spec.name, {
         "id": spec.name, "master": ctx.master.host, "publish_port": ctx.master.publish_port,
         "request_port": ctx.master.request_port, "master_key": spec.master_key, "join_token": spec.join_token,
     })
+    created.append(path)  # only once it is ours: build_seed_iso refuses a file that was there
     return str(path)
 
 

@@ -1,17 +1,36 @@
-"""Disk files for new VMs: blank images, qcow2 overlays on a cached base, and full copies (qemu-img)."""
+"""Disk files for new VMs: blank images, qcow2 overlays on a cached base, and full copies (qemu-img).
+
+Modes. A VM's disks and its seed ISO (which carries a join token) are made
+0600, owned by the agent's user (root, or the unit's ``saltmarsh``): no
+other local user may read them. QEMU runs as yet another user
+(libvirt-qemu) and still needs no group or other bit: with libvirt's
+``dynamic_ownership`` (qemu.conf; on by default, as on Debian) libvirtd's
+DAC security driver chowns every disk, cdrom and backing file of a VM to
+the QEMU user when the VM starts and, with ``remember_owner`` (also the
+default), gives them back when it stops. 0640 with the qemu group would
+only widen that, and would need that group's name in our config. A host
+with dynamic_ownership off must run QEMU as a user that can read them.
+What QEMU does need is to traverse the directories above its files, which
+no chown gives it, so the VM's directory is 0711: enterable, not listable.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import FunctionError
+from saltmarsh.protocol.statedir import make_dirs
+
+from ..errors import FunctionError, InvalidSpec
 from .profiles import DiskProfileEntry
 
 QEMU_IMG_TIMEOUT = 3600
+VM_FILE_MODE = 0o600
+VM_DIR_MODE = 0o711
 
 
 @dataclass(frozen=True)
@@ -35,9 +54,18 @@ def qemu_img(*args: str) -> str:
     return result.stdout
 
 
-def image_format(path: Path) -> str:
-    """The format of an existing image (qcow2, raw, ...)."""
-    return str(json.loads(qemu_img("info", "--output=json", str(path)))["format"])
+def create_private_file(path: Path) -> int:
+    """Create ``path`` exclusively with mode 0600 and return its descriptor; FunctionError if it exists.
+
+    Made before qemu-img or pycdlib writes into it, so the file never exists with a wider mode
+    (qemu-img and pycdlib create theirs 0644 less the umask, and a test or a caller may run us with any umask).
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, VM_FILE_MODE)
+    except FileExistsError as exc:
+        raise FunctionError(f"{path} already exists; refusing to overwrite it") from exc
+    os.fchmod(fd, VM_FILE_MODE)  # the mode given to open is masked by the umask
+    return fd
 
 
 def target_name(bus: str, index: int) -> str:
@@ -54,24 +82,37 @@ def create_disks(vm_dir: Path, vm: str, profile: tuple[DiskProfileEntry, ...], b
     failure later can remove exactly what this call made.
     """
     directory = vm_dir / vm
-    directory.mkdir(parents=True, exist_ok=True)
+    base_format = base_image_format(base) if base is not None else ""
+    make_dirs(directory, VM_DIR_MODE)
     plans = []
     for index, disk in enumerate(profile):
         path = directory / f"{disk.name}.{disk.format}"
-        if path.exists():
-            raise FunctionError(f"disk {path} already exists; refusing to overwrite it")
+        os.close(create_private_file(path))
         created.append(path)
         if index == 0 and base is not None:
-            _from_base(base, path, disk.format, overlay)
+            _from_base(base, base_format, path, disk.format, overlay)
         else:
             qemu_img("create", "-q", "-f", disk.format, str(path), f"{disk.size_mib}M")
+        os.chmod(path, VM_FILE_MODE)  # in case qemu-img replaced the file rather than writing into it
         plans.append(DiskPlan(path, "qcow2" if (index == 0 and overlay) else disk.format, disk.bus,
                               target_name(disk.bus, index)))
     return plans
 
 
-def _from_base(base: Path, path: Path, fmt: str, overlay: bool) -> None:
-    base_format = image_format(base)
+def base_image_format(base: Path) -> str:
+    """The format of a base image; InvalidSpec if it names a backing file of its own.
+
+    qemu-img and QEMU would read that file too, wherever it is (a qcow2 header
+    naming /etc/shadow is all it takes), past virt.image_dirs.
+    """
+    info = json.loads(qemu_img("info", "--output=json", str(base)))
+    backing = info.get("full-backing-filename") or info.get("backing-filename")
+    if backing:
+        raise InvalidSpec(f"image {base} has a backing file ({backing}); only self-contained images can be used")
+    return str(info["format"])
+
+
+def _from_base(base: Path, base_format: str, path: Path, fmt: str, overlay: bool) -> None:
     if overlay:
         # The overlay records the base by absolute path; the base stays read-only in the cache.
         qemu_img("create", "-q", "-f", "qcow2", "-b", str(base), "-F", base_format, str(path))

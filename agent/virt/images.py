@@ -1,4 +1,12 @@
-"""The agent's image cache: ``master://`` images fetched in verified chunks, kept by sha256, never twice.
+"""Images: local paths checked against ``virt.image_dirs``, and the cache of ``master://`` images.
+
+A local image is an absolute path on the hypervisor; it must lie, after
+symlinks, under one of the configured image directories, because the agent
+copies it, with its own rights, into a disk that a VM and whoever runs the VM
+can read: without the check ``/etc/shadow`` (or the agent's own key) was an
+image like any other.
+
+The cache: ``master://`` images fetched in verified chunks, kept by sha256, never twice.
 
 Chunks are requested a window at a time over the request channel; each is
 checked against the sha256 the master's signed manifest lists for it, written
@@ -21,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from saltmarsh.protocol.messages import Failed, FileData, FileInfo, FileRead, FileStat, Message
+from saltmarsh.protocol.statedir import make_dirs
 
-from ..errors import FunctionError
+from ..errors import FunctionError, InvalidSpec
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,46 @@ Fire = Callable[[str, Any], None]
 
 class ImageFetchError(FunctionError):
     """An image could not be fetched or did not verify."""
+
+
+def local_image(image: str, allowed: tuple[Path, ...]) -> Path:
+    """The file of an absolute image path, resolved through symlinks, if it lies under an ``allowed`` directory.
+
+    InvalidSpec otherwise: outside every allowed directory (before or after
+    symlinks), missing, or not a regular file. A path outside is refused before
+    it is looked at, so a job cannot probe which files exist elsewhere.
+    """
+    dirs = _allowed_dirs(allowed)
+    given = Path(os.path.normpath(image))
+    if not given.is_absolute() or not _under(given, dirs):
+        raise InvalidSpec(_outside(image, allowed))
+    try:
+        resolved = given.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+        raise InvalidSpec(f"image {image} does not exist on this hypervisor") from exc
+    if not _under(resolved, dirs):
+        raise InvalidSpec(f"{_outside(image, allowed)}: it resolves to {resolved}")
+    if not resolved.is_file():
+        raise InvalidSpec(f"image {image} is not a regular file")
+    return resolved
+
+
+def _allowed_dirs(allowed: tuple[Path, ...]) -> list[Path]:
+    """Each allowed directory as configured and as resolved (either spelling of a path inside it is inside)."""
+    dirs = []
+    for directory in allowed:
+        dirs.append(Path(os.path.normpath(directory)))
+        dirs.append(directory.resolve())
+    return dirs
+
+
+def _under(path: Path, dirs: list[Path]) -> bool:
+    return any(path != directory and path.is_relative_to(directory) for directory in dirs)
+
+
+def _outside(image: str, allowed: tuple[Path, ...]) -> str:
+    where = ", ".join(str(d) for d in allowed) or "none"
+    return f"image {image} is outside the image directories this hypervisor allows (virt.image_dirs: {where})"
 
 
 class ImageCache:
@@ -55,7 +104,7 @@ class ImageCache:
         if not ref.startswith(SCHEME):
             raise ImageFetchError(f"{ref!r} is not a {SCHEME} reference")
         info: FileInfo = self._ask(FileStat(path=ref[len(SCHEME):]), FileInfo)
-        self._dir.mkdir(parents=True, exist_ok=True)
+        make_dirs(self._dir, 0o755)
         os.chmod(self._dir, 0o755)  # QEMU (another user) reads base images through this directory
         target = self._dir / info.sha256
         with self._guard:

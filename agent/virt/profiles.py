@@ -40,6 +40,8 @@ class VirtFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     domain_type: Literal["auto", "kvm", "qemu", "test"] = "auto"
     vm_dir: str = "/var/lib/libvirt/images/saltmarsh"
     images_dir: str = ""  # empty: <root_dir>/images
+    # Where absolute image paths given to virt.init may lie (after symlinks); absent: images_dir only.
+    image_dirs: list[Annotated[str, msgspec.Meta(min_length=1)]] | None = None
     vnc_listen: str = "127.0.0.1"
     # Merged over the defaults, so "default" exists unless overridden.
     nic_profiles: dict[str, tuple[NicProfileEntry, ...]] = {}
@@ -56,10 +58,13 @@ class VirtConfig:
     vnc_listen: str
     nic_profiles: dict[str, tuple[NicProfileEntry, ...]]
     disk_profiles: dict[str, tuple[DiskProfileEntry, ...]]
+    image_dirs: tuple[Path, ...]
 
     @classmethod
     def from_file(cls, raw: VirtFile, resolve: Callable[[str], Path], root_dir: Path) -> VirtConfig:
         """Resolve the paths of a parsed ``virt:`` section (relative to the config dir)."""
         images = resolve(raw.images_dir) if raw.images_dir else root_dir / "images"
+        image_dirs = (images,) if raw.image_dirs is None else tuple(resolve(d) for d in raw.image_dirs)
         return cls(raw.domain_type, resolve(raw.vm_dir), images, raw.vnc_listen,
-                   {**DEFAULT_NIC_PROFILES, **raw.nic_profiles}, {**DEFAULT_DISK_PROFILES, **raw.disk_profiles})
+                   {**DEFAULT_NIC_PROFILES, **raw.nic_profiles}, {**DEFAULT_DISK_PROFILES, **raw.disk_profiles},
+                   image_dirs)

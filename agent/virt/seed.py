@@ -10,10 +10,13 @@ sent anywhere.
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .disks import create_private_file
 
 AGENT_CONFIG_PATH = "/etc/saltmarsh/agent.yaml"
 
@@ -34,7 +37,11 @@ def meta_data(vm: str) -> str:
 
 
 def build_seed_iso(path: Path, vm: str, agent_config: dict[str, Any]) -> None:
-    """Write the NoCloud ISO for ``vm`` to ``path``."""
+    """Write the NoCloud ISO for ``vm`` to a new file ``path``, mode 0600 (it holds the join token).
+
+    FunctionError if ``path`` exists; a failed write removes the file it made.
+    Why 0600 is enough for QEMU: see disks.py.
+    """
     import pycdlib  # here, not at the top: 1.5 MB of memory that only seeding VMs needs
 
     iso = pycdlib.PyCdlib()
@@ -44,7 +51,13 @@ def build_seed_iso(path: Path, vm: str, agent_config: dict[str, Any]) -> None:
             data = text.encode()
             iso.add_fp(io.BytesIO(data), len(data), f"/{name.replace('-', '').upper()}.;1",
                        rr_name=name, joliet_path=f"/{name}")
-        iso.write(str(path))
+        # Created 0600 before the token is written: pycdlib's own write() makes it 0644 less the umask.
+        with os.fdopen(create_private_file(path), "wb") as out:
+            try:
+                iso.write_fp(out)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
     finally:
         iso.close()
 

@@ -11,6 +11,8 @@ from typing import Any
 from saltmarsh.protocol.codec import to_builtins
 
 from ..client import MasterClient
+from .arguments import integer, seconds
+from .output import clean, json_safe
 
 
 def register(sub: Any) -> None:
@@ -18,9 +20,16 @@ def register(sub: Any) -> None:
     events = sub.add_parser("events", help="stream events whose tag matches GLOB (a prefix or a glob)")
     events.add_argument("pattern", nargs="?", default="", metavar="GLOB")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
-    events.add_argument("--count", type=int, default=0, help="stop after N events")
-    events.add_argument("--idle-timeout", type=float, default=None, help="stop after S seconds without an event")
+    events.add_argument("--count", type=integer(0), default=0, help="stop after N events (0: never)")
+    events.add_argument("--idle-timeout", type=seconds(), default=None, help="stop after S seconds without an event")
     events.set_defaults(handler=stream_events)
+
+
+def event_line(event: Any) -> str:
+    """One event for people: time, tag, data as JSON; what came from the agent escaped (see output.clean)."""
+    when = datetime.datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")[:-3]
+    data = json.dumps(json_safe(to_builtins(event.data)), sort_keys=True, default=repr)
+    return f"{when} {clean(event.tag)} {clean(data)}"
 
 
 def stream_events(args: argparse.Namespace) -> int:
@@ -29,10 +38,9 @@ def stream_events(args: argparse.Namespace) -> int:
     with MasterClient.from_config_dir(args.config_dir) as client:
         for event in client.events(args.pattern, idle_timeout=args.idle_timeout):
             if args.json:
-                print(json.dumps(to_builtins(event), sort_keys=True, default=repr))
+                print(json.dumps(json_safe(to_builtins(event)), sort_keys=True, default=repr))
             else:
-                when = datetime.datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")[:-3]
-                print(f"{when} {event.tag} {json.dumps(to_builtins(event.data), sort_keys=True, default=repr)}")
+                print(event_line(event))
             sys.stdout.flush()
             seen += 1
             if args.count and seen >= args.count:

@@ -7,7 +7,9 @@ import datetime
 from typing import Any
 
 from ..client import MasterClient
-from .output import print_json
+from ..control_messages import MAX_TOKEN_TTL
+from .arguments import seconds
+from .output import clean, fail, print_json
 
 
 def register(sub: Any) -> None:
@@ -27,7 +29,8 @@ def register(sub: Any) -> None:
         action.set_defaults(handler=key_change, cmd=f"key.{name}", done=done)
     token = actions.add_parser("token", help="a one-time join token that gets agent ID accepted on first contact")
     token.add_argument("id")
-    token.add_argument("--ttl", type=float, default=3600.0, help="seconds the token stays valid")
+    token.add_argument("--ttl", type=seconds(MAX_TOKEN_TTL), default=3600.0,
+                       help=f"seconds the token stays valid (at most {MAX_TOKEN_TTL:.0f})")
     token.add_argument("--json", action="store_true")
     token.set_defaults(handler=key_token)
     finger = actions.add_parser("finger", help="fingerprints of the master and agent keys")
@@ -46,19 +49,19 @@ def key_list(args: argparse.Namespace) -> int:
     for state in ("accepted", "pending", "rejected"):
         print(f"{state.capitalize()} keys:")
         for agent_id in keys[state]:
-            print(f"  {agent_id}")
+            print(f"  {clean(agent_id)}")
     return 0
 
 
 def key_accept(args: argparse.Namespace) -> int:
     """Accept one key or all pending keys."""
-    if bool(args.id) == bool(args.all):
-        print("saltmarsh: key accept takes an ID or --all")
+    if (args.id is not None) == bool(args.all) or args.id == "":
+        fail("key accept takes an ID or --all")
         return 2
     with MasterClient.from_config_dir(args.config_dir) as client:
         accepted = client.call("key.accept", id=args.id or "", all=args.all)
     for agent_id in accepted:
-        print(f"accepted {agent_id}")
+        print(f"accepted {clean(agent_id)}")
     if not accepted:
         print("no pending keys")
     return 0
@@ -68,7 +71,7 @@ def key_change(args: argparse.Namespace) -> int:
     """Reject or delete a key."""
     with MasterClient.from_config_dir(args.config_dir) as client:
         client.call(args.cmd, id=args.id)
-    print(f"{args.done} {args.id}")
+    print(f"{args.done} {clean(args.id)}")
     return 0
 
 
@@ -80,8 +83,8 @@ def key_token(args: argparse.Namespace) -> int:
         print_json(issued)
         return 0
     expires = datetime.datetime.fromtimestamp(issued["expires"], datetime.UTC)
-    print(f"# agent.yaml of {args.id}; the token works once, until {expires:%Y-%m-%d %H:%M:%S} UTC")
-    print(f"id: {args.id}")
+    print(f"# agent.yaml of {clean(args.id)}; the token works once, until {expires:%Y-%m-%d %H:%M:%S} UTC")
+    print(f"id: {clean(args.id)}")
     print(f"join_token: {issued['token']}")
     print(f"master_key: {issued['master_key']}")
     return 0
@@ -89,6 +92,9 @@ def key_token(args: argparse.Namespace) -> int:
 
 def key_finger(args: argparse.Namespace) -> int:
     """Print fingerprints."""
+    if args.id == "":  # an empty id would ask for every fingerprint, which is not what was typed
+        fail("key finger takes an agent id, or none for every key")
+        return 2
     with MasterClient.from_config_dir(args.config_dir) as client:
         prints = client.call("key.finger", id=args.id or "")
     if args.json:
@@ -96,5 +102,5 @@ def key_finger(args: argparse.Namespace) -> int:
     else:
         width = max(len(k) for k in prints)
         for name, fp in prints.items():
-            print(f"{name:<{width}}  {fp}")
+            print(f"{clean(name):<{width}}  {clean(fp)}")
     return 0

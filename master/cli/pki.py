@@ -7,7 +7,7 @@ from typing import Any
 
 from ..client import MasterClient
 from ..config import load_master_config
-from .output import print_json
+from .output import clean, print_json
 
 
 def register(sub: Any) -> None:
@@ -41,9 +41,10 @@ def pki_status(args: argparse.Namespace) -> int:
         print_json(status)
         return 0
     ca = status["ca"]
-    print(f"CA {ca['subject']}, valid until {ca['not_after']}")
+    print(f"CA {clean(ca['subject'])}, valid until {clean(ca['not_after'])}")
     print(f"{'AGENT':<20} {'ROLE':<7} {'EXPIRES':<24} {'STATE':<30} NAMES")
     for cert in status["certificates"]:
         state = f"revoked {cert['revoked']}" if cert["revoked"] else "valid"
-        print(f"{cert['agent']:<20} {cert['usage']:<7} {cert['not_after']:<24} {state:<30} {','.join(cert['names'])}")
+        print(f"{clean(cert['agent']):<20} {clean(cert['usage']):<7} {clean(cert['not_after']):<24} "
+              f"{clean(state):<30} {clean(','.join(cert['names']))}")
     return 0

@@ -6,6 +6,9 @@ from typing import Any
 
 import msgspec
 
+from saltmarsh.protocol.tags import pattern_fault
+
+from ..errors import CommandError
 from . import CommandContext, command, parse_args
 
 
@@ -17,8 +20,15 @@ class SubscribeArgs(msgspec.Struct, forbid_unknown_fields=True):
 
 @command("events.subscribe")
 async def subscribe(ctx: CommandContext, args: dict[str, Any]) -> str:
-    """Stream every event whose tag matches ``pattern`` to this client until it goes away."""
+    """Stream every event whose tag matches ``pattern`` to this client until it goes away.
+
+    A pattern no tag could match (a control character, longer than any tag) is refused:
+    the subscriber would wait for ever, for nothing.
+    """
     pattern = parse_args(args, SubscribeArgs).pattern
+    fault = pattern_fault(pattern)
+    if fault:
+        raise CommandError(fault)
     ctx.subscribe(pattern, None)
     return pattern
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -9,6 +10,7 @@ import msgspec
 from saltmarsh.pki.keys import encode_public_key
 from saltmarsh.pki.keystore import KeyState
 
+from ..control_messages import MAX_TOKEN_TTL
 from ..errors import CommandError
 from . import CommandContext, command, parse_args
 
@@ -60,8 +62,15 @@ class TokenArgs(msgspec.Struct, forbid_unknown_fields=True):
 
 @command("key.token")
 async def key_token(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
-    """Issue a one-time join token that gets agent ``id``'s key accepted on first contact."""
+    """Issue a one-time join token that gets agent ``id``'s key accepted on first contact.
+
+    ``ttl`` is more than 0 and at most MAX_TOKEN_TTL seconds: a token that is born expired,
+    or outlives every plan to use it (or, NaN, never expires), is refused.
+    """
     parsed = parse_args(args, TokenArgs)
+    if not (math.isfinite(parsed.ttl) and 0 < parsed.ttl <= MAX_TOKEN_TTL):
+        raise CommandError(f"a join token's ttl must be more than 0 and at most {MAX_TOKEN_TTL:.0f} s "
+                           f"({MAX_TOKEN_TTL / 86400:g} days), not {parsed.ttl:g}")
     token, expires = ctx.master.keys.issue_token(parsed.id, parsed.ttl)
     return {"id": parsed.id, "token": token, "expires": expires,
             "master_key": encode_public_key(ctx.master.identity.public_key)}

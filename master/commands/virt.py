@@ -1,10 +1,12 @@
-"""Cloud-controller commands: virt.host_info, virt.list, virt.query, virt.init, virt.op, host.maintenance."""
+"""Cloud-controller commands: virt.host_info, virt.list, virt.query, virt.init, virt.op, host.maintenance, host.role."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+
+from saltmarsh.protocol.messages import Interval
 
 from ..controller import InitRequest
 from ..migration import MigrateRequest
@@ -32,7 +34,7 @@ class InitArgs(msgspec.Struct, forbid_unknown_fields=True):
     enable_vnc: bool = False
     seed: bool = False
     dry_run: bool = False
-    timeout: float = 600.0
+    timeout: Interval = 600.0
 
 
 class OpArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -40,7 +42,7 @@ class OpArgs(msgspec.Struct, forbid_unknown_fields=True):
 
     op: str
     name: str
-    timeout: float = 120.0
+    timeout: Interval = 120.0
 
 
 class MaintenanceArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -48,6 +50,13 @@ class MaintenanceArgs(msgspec.Struct, forbid_unknown_fields=True):
 
     host: str
     state: Literal["on", "off"]
+
+
+class RoleArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """Whether an accepted agent is a hypervisor or a guest (one that joined by token)."""
+
+    id: str
+    role: Literal["hypervisor", "guest"]
 
 
 @command("virt.host_info")
@@ -86,6 +95,10 @@ async def operate(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     return await ctx.master.controller.operate(a.op, a.name, a.timeout)
 
 
+MAX_DOWNTIME_MS = 3_600_000  # an hour of downtime is an offline migration
+MAX_BANDWIDTH_MIB = 1 << 20  # 1 TiB/s: no link is faster; 0 leaves it to libvirt
+
+
 class MigrateArgs(msgspec.Struct, forbid_unknown_fields=True):
     """``virt migrate`` arguments."""
 
@@ -93,11 +106,11 @@ class MigrateArgs(msgspec.Struct, forbid_unknown_fields=True):
     target: str
     offline: bool = False
     copy_storage: Literal["", "all", "inc"] = ""
-    max_downtime_ms: int = 0
-    bandwidth_mib: int = 0
+    max_downtime_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_DOWNTIME_MS)] = 0
+    bandwidth_mib: Annotated[int, msgspec.Meta(ge=0, le=MAX_BANDWIDTH_MIB)] = 0
     postcopy: bool = False
     dry_run: bool = False
-    timeout: float = 600.0
+    timeout: Interval = 600.0
 
 
 @command("virt.migrate")
@@ -121,3 +134,10 @@ async def maintenance(ctx: CommandContext, args: dict[str, Any]) -> dict[str, An
     """Put a hypervisor in or out of maintenance (placement skips it)."""
     a = parse_args(args, MaintenanceArgs)
     return ctx.master.controller.maintenance(a.host, a.state == "on")
+
+
+@command("host.role")
+async def role(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Make an accepted agent a hypervisor (listed, placed on) or a guest (neither)."""
+    a = parse_args(args, RoleArgs)
+    return await ctx.master.controller.set_role(a.id, a.role)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..cluster import Cluster, wait_until
-from ..realvirt import TEST_PREFIX, RealLibvirtd, blank_qcow2, make_image_dir, remove_image_dir
+from ..realvirt import IMAGES_DIR, TEST_PREFIX, RealLibvirtd, blank_qcow2, make_image_dir, remove_image_dir
 from ..twohosts import (
     HV_A_ADDRESS,
     HV_B_ADDRESS,
@@ -182,6 +182,7 @@ def saltmarsh_on_two_hosts(tmp_path: Path, *, etc_pki: bool = False, agent_setti
             for host, hv in (("hva", two.a), ("hvb", two.b)):
                 cluster.start_agent(host, libvirt_tls=True, pki_root=str(roots[host]), tls_names=SALTMARSH_NAMES[host],
                                     libvirt_uri=hv.uri, virt={"vm_dir": str((vm_dirs or {}).get(host, images / "vms")),
+                                                              "image_dirs": [str(IMAGES_DIR)],
                                                               "nic_profiles": {"default": []}},
                                     **(agent_settings or {}))
             cluster.wait_answering(*SALTMARSH_NAMES)
