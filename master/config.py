@@ -36,6 +36,13 @@ class VirtMasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw
     migration_unsafe: bool = False
 
 
+class SeedFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The ``seed:`` section: what a seeded VM's own agent is told."""
+
+    # The address the guest's agent reaches the master at; empty: the master's interface, if concrete.
+    master_address: Annotated[str, msgspec.Meta(max_length=253)] = ""
+
+
 class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """The keys ``master.yaml`` may hold, each with its one default."""
 
@@ -56,6 +63,7 @@ class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     file_roots: list[str] = []
     pki: PkiFile = msgspec.field(default_factory=PkiFile)
     virt: VirtMasterFile = msgspec.field(default_factory=VirtMasterFile)
+    seed: SeedFile = msgspec.field(default_factory=SeedFile)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,7 @@ class MasterConfig:
     cert_default_names: list[str]
     cert_allowed_names: dict[str, list[str]]
     virt: VirtMasterFile
+    seed: SeedFile
 
     @property
     def root_dir_mode(self) -> int:
@@ -141,4 +150,5 @@ def load_master_config(config_dir: Path) -> MasterConfig:
         cert_default_names=list(raw.pki.default_names),
         cert_allowed_names={k: list(v) for k, v in raw.pki.allowed_names.items()},
         virt=raw.virt,
+        seed=raw.seed,
     )

@@ -7,21 +7,25 @@ jobs sent to the one hypervisor that holds the VM, or that placement chose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from saltmarsh.protocol.messages import Target
 from saltmarsh.protocol.redaction import redact
+from saltmarsh.protocol.tags import agent_tag
 
 from .errors import CommandError
-from .eventbus import Event
+from .eventbus import Event, EventBus
 from .inventory import Hypervisor, Inventory
 from .jobs import JobRouter
 from .keys import KeyManager
 from .placement import Placement, Request
 from .presence import Presence
+from .seeding import seed_address
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +50,7 @@ class InitRequest:
     options: dict[str, Any] = field(default_factory=dict)  # nic/disk profile, enable_qcow, enable_vnc, seed
     dry_run: bool = False
     timeout: float = 600.0
+    master_address: str | None = None  # what a seeded guest's agent is told (master/seeding.py)
 
     def __post_init__(self) -> None:
         # Checked here, before placement: with 0 CPUs or 0 MiB every host "fits", and a dry
@@ -56,13 +61,23 @@ class InitRequest:
             raise CommandError(f"a VM needs 1 to {MAX_VM_MEMORY_MIB} MiB of memory, not {self.memory_mib}")
 
 
+@dataclass(frozen=True)
+class SeedAddresses:
+    """Where a seeded guest may be told the master is: master.yaml's seed.master_address, and the interface."""
+
+    configured: str
+    interface: str
+
+
 class Controller:
     """Answers the ``virt`` commands from the inventory and routes work to hypervisors."""
 
     def __init__(self, inventory: Inventory, placement: Placement, jobs: JobRouter, presence: Presence,
-                 keys: KeyManager, master_key: str) -> None:
+                 keys: KeyManager, master_key: str, seed: SeedAddresses, bus: EventBus) -> None:
         self._keys = keys
+        self._bus = bus
         self._master_key = master_key
+        self._seed = seed
         self._inventory = inventory
         self._placement = placement
         self._jobs = jobs
@@ -111,7 +126,7 @@ class Controller:
         """Per hypervisor: free resources, node info and each VM's info (one VM if named)."""
         result = {}
         for host in self._inventory.hosts():
-            vms = {n: v for n, v in sorted(host.vms.items()) if name is None or n == name}
+            vms = {n: self._with_agent(n, v) for n, v in sorted(host.vms.items()) if name is None or n == name}
             if name is not None and not vms:
                 continue
             result[host.agent_id] = {"freecpu": host.freecpu, "freemem": host.freemem, "node_info": host.node,
@@ -119,6 +134,12 @@ class Controller:
         if name is not None and not result:
             raise CommandError(f"no VM named {name!r} on any hypervisor")
         return result
+
+    def _with_agent(self, vm: str, info: dict[str, Any]) -> dict[str, Any]:
+        """A VM's info, linked to the agent inside it (a seeded guest's agent has the VM's name)."""
+        if self._keys.store.accepted_key(vm) is None:
+            return info
+        return {**info, "agent": {"id": vm, "up": self._presence.is_up(vm)}}
 
     async def set_role(self, agent_id: str, role: str) -> dict[str, Any]:
         """Make an accepted agent a ``hypervisor`` (listed, placed on) or a ``guest`` (neither)."""
@@ -147,6 +168,10 @@ class Controller:
         holders = self._inventory.locate(request.name)
         if holders:
             raise CommandError(f"a VM named {request.name!r} already exists on {', '.join(holders)}")
+        seeded = bool(request.options.get("seed"))
+        # Refused before anything is placed, issued or created: a guest told an unusable address never joins.
+        address = seed_address(request.master_address, self._seed.configured, self._seed.interface) \
+            if seeded else None
         wanted = Request(request.name, request.cpus, request.memory_mib, request.labels, request.host)
         decision = self._placement.decide(wanted) if request.dry_run else self._placement.reserve(wanted)
         if request.dry_run:
@@ -156,9 +181,9 @@ class Controller:
             raise CommandError(f"no hypervisor can hold {request.name} ({reasons})")
         host = decision.choice
         options = dict(request.options)
-        if options.get("seed"):
+        if seeded:
             token, _expires = self._keys.issue_token(request.name, SEED_TOKEN_TTL)
-            options.update(join_token=token, master_key=self._master_key)
+            options.update(join_token=token, master_key=self._master_key, master_address=address)
         try:
             ret = await self.run_on(host, "virt.init", {"name": request.name, "cpus": request.cpus,
                                                       "memory_mib": request.memory_mib, "image": request.image,
@@ -167,7 +192,8 @@ class Controller:
             self._placement.release(host, request.name)
         self._inventory.apply_domain_info(host, request.name, ret)
         # The console password is shown by `virt vnc NAME` only (protocol/redaction.py).
-        return {"host": host, "vm": redact(ret), **decision.as_dict()}
+        seed = {"seed": {"master_address": address}} if seeded else {}
+        return {"host": host, "vm": redact(ret), **seed, **decision.as_dict()}
 
     async def operate(self, operation: str, name: str, timeout: float = 120.0) -> dict[str, Any]:
         """Run a lifecycle operation (or info/vnc) on the hypervisor that holds ``name``."""
@@ -184,6 +210,32 @@ class Controller:
         else:
             raise CommandError(f"unknown operation {operation!r}")
         return {"host": host, "vm": name, "result": result}
+
+    async def wait_joined(self, name: str, timeout: float, console_lines: int = 20) -> dict[str, Any]:
+        """Wait until the agent inside VM ``name`` is up; if it is not within ``timeout``, say so with the console."""
+        started = time.monotonic()
+        up = asyncio.Event()
+        handle = self._bus.subscribe(agent_tag(name, "up"), lambda _event: up.set())
+        try:
+            if not self._presence.is_up(name):
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(up.wait(), timeout)
+        finally:
+            self._bus.unsubscribe(handle)
+        waited = round(time.monotonic() - started, 1)
+        if self._presence.is_up(name):
+            return {"name": name, "joined": True, "after": waited}
+        try:
+            console = (await self.console_log(name, console_lines))["lines"]
+        except CommandError as exc:
+            console = [f"(no console log: {exc})"]
+        return {"name": name, "joined": False, "after": waited, "console": console}
+
+    async def console_log(self, name: str, lines: int, timeout: float = 30.0) -> dict[str, Any]:
+        """The last ``lines`` lines of the serial console of VM ``name``, from its hypervisor."""
+        host = self.holder(name)
+        result = await self.run_on(host, "virt.console_log", {"name": name, "lines": lines}, timeout, name)
+        return {"host": host, **result}
 
     def holder(self, name: str) -> str:
         """The one hypervisor holding ``name``; CommandError if none, several, or it is offline."""

@@ -17,7 +17,7 @@ from .agent_events import AgentEventRelay
 from .certificates import CertificateService
 from .config import MasterConfig
 from .control import ControlServer
-from .controller import Controller
+from .controller import Controller, SeedAddresses
 from .eventbus import EventBus
 from .fileserver import FileRequests, FileServer
 from .inventory import Inventory
@@ -63,7 +63,8 @@ class Master:
         placement = Placement(self.inventory, self.presence.is_up,
                               self.presence.labels)
         self.controller = Controller(self.inventory, placement, self.jobs, self.presence, self.keys,
-                                     encode_public_key(self.identity.public_key))
+                                     encode_public_key(self.identity.public_key),
+                                     SeedAddresses(config.seed.master_address, config.interface), self.bus)
         self.migrations = Migrations(self.controller, self.inventory, self.presence, self.bus, config.virt)
         self.bus.subscribe("saltmarsh/virt/", self.inventory.on_event)
         self.bus.subscribe("saltmarsh/agent/*/up", self.controller.on_agent_up)

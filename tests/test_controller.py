@@ -99,16 +99,24 @@ def test_concurrent_inits_never_overcommit_a_host(cluster: Cluster, tmp_path: An
 def test_seeded_vm_carries_its_agent_config_and_a_working_token(cloud: Cluster, tmp_path: Any) -> None:
     from saltmarsh.agent.virt.seed import read_seed_iso
 
-    created = cloud.cli_json("virt", "init", "seedy", "1", "128", "--seed", "--host", "hv1")
+    created = cloud.cli_json("virt", "init", "seedy", "1", "128", "--seed", "--no-wait", "--host", "hv1",
+                             "--master-address", "192.0.2.10")
+    assert created["seed"] == {"master_address": "192.0.2.10"}
     cdrom = [d for d in created["vm"]["disks"].values() if d["device"] == "cdrom"]
     assert len(cdrom) == 1 and cdrom[0]["file"].endswith("seedy/seed.iso")
     files = read_seed_iso(Path(cdrom[0]["file"]))
     assert files["user-data"].startswith("#cloud-config\n") and "instance-id: seedy" in files["meta-data"]
     document = yaml.safe_load(files["user-data"])
-    agent_yaml = yaml.safe_load(document["write_files"][0]["content"])
+    written = document["write_files"][0]
+    # The shipped unit runs the agent as saltmarsh: it must read its config, and nobody else may.
+    assert written["path"] == "/etc/saltmarsh/agent.yaml"
+    assert (written["owner"], written["permissions"]) == ("root:saltmarsh", "0640")
+    agent_yaml = yaml.safe_load(written["content"])
     assert agent_yaml["id"] == "seedy" and agent_yaml["request_port"] == cloud.request_port
+    assert agent_yaml["master"] == "192.0.2.10"  # the address the guest was told, not the hypervisor's
     assert "private" not in files["user-data"].lower()  # nothing secret but the one-time token
-    # The VM's own agent (started here as a process with that config) joins without `key accept`.
-    cloud.start_agent("seedy", **{k: v for k, v in agent_yaml.items() if k != "id"})
+    # The VM's own agent (started here as a process with that config, so on loopback) joins without
+    # `key accept`.
+    cloud.start_agent("seedy", **{k: v for k, v in agent_yaml.items() if k != "id"} | {"master": "127.0.0.1"})
     cloud.wait_answering("seedy")
     assert "seedy" in cloud.cli_json("key", "list")["accepted"]

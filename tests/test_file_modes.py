@@ -42,7 +42,8 @@ def qcow2(path: Path, *backing: str) -> Path:
 def test_disks_and_seed_isos_are_readable_by_root_alone(hv: Cluster, tmp_path: Path) -> None:
     base = qcow2(tmp_path / "images" / "base.qcow2")
     base_mode = mode(base)
-    seeded = init(hv, "name=seeded", "seed=true", "join_token=a-secret-token", "master_key=bWFzdGVy")
+    seeded = init(hv, "name=seeded", "seed=true", "join_token=a-secret-token", "master_key=bWFzdGVy",
+                  "master_address=10.0.2.2")
     disks = seeded["disks"]
     iso = next(d["file"] for d in disks.values() if d["device"] == "cdrom")
     assert Path(iso).read_bytes().count(b"a-secret-token") >= 1

@@ -36,7 +36,9 @@ def test_job_cache_and_events_never_show_join_tokens_or_console_passwords(cloud:
         return bool(recorder.events)
     wait_until(recording, timeout=15, interval=0.2, what="the event subscription to be live")
     try:
-        created = cloud.cli_json("virt", "init", "sec1", "1", "64", "--enable-vnc", "--seed", "--host", "hv1")
+        created = cloud.cli_json("virt", "init", "sec1", "1", "64", "--enable-vnc", "--seed", "--no-wait",
+                                 "--host", "hv1",
+                                 "--master-address", "10.0.2.2")
         password = cloud.cli("virt", "vnc", "sec1").stdout
         match = re.search(r"password (\S+)\)", password)
         assert match and match.group(1) not in ("none", "?", REDACTED), password

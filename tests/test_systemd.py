@@ -29,3 +29,49 @@ def test_units_verify(tmp_path: Path) -> None:
     problems = [line for line in (result.stdout + result.stderr).splitlines()
                 if line.strip() and "is not executable" not in line]  # the venv is not installed at /opt here
     assert problems == []
+
+
+# Syscalls the daemons make that a filter must leave them: libzmq's I/O threads set their scheduling
+# parameters at start (found when the agent's unit first ran for real, in a guest: SIGSYS on connect).
+NEEDED_SYSCALLS = ("sched_setscheduler", "sched_setparam", "epoll_wait", "socket", "connect", "futex")
+
+
+def _expand(names: list[str], groups: dict[str, set[str]]) -> set[str]:
+    out: set[str] = set()
+    for name in names:
+        out |= _expand(sorted(groups[name]), groups) if name.startswith("@") else {name}
+    return out
+
+
+def _syscall_groups() -> dict[str, set[str]]:
+    """systemd's own syscall groups (systemd-analyze syscall-filter), by name."""
+    text = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager"], capture_output=True, text=True,
+                          timeout=60, check=True).stdout
+    groups: dict[str, set[str]] = {}
+    current = ""
+    for line in text.splitlines():
+        if line.startswith("@"):
+            current = line.split()[0]
+            groups[current] = set()
+        elif current and line.startswith("    ") and not line.strip().startswith("#"):
+            groups[current].add(line.split()[0])
+    return groups
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_the_syscall_filter_leaves_what_the_daemons_need(unit: Path) -> None:
+    # systemd merges SystemCallFilter= lines in order: the first sets allow-list mode, each later
+    # line adds (plain) or removes (~) its syscalls (systemd.exec(5)).
+    groups = _syscall_groups()
+    allowed: set[str] = set()
+    lines = [line.split("=", 1)[1].split() for line in unit.read_text().splitlines()
+             if line.startswith("SystemCallFilter=")]
+    assert lines and not lines[0][0].startswith("~"), "the first filter line must be an allow list"
+    for words in lines:
+        if words[0].startswith("~"):
+            allowed -= _expand([words[0][1:], *words[1:]], groups)
+        else:
+            allowed |= _expand(words, groups)
+    missing = [name for name in NEEDED_SYSCALLS if name not in allowed]
+    assert not missing, f"{unit.name} denies {missing}"

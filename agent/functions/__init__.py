@@ -81,5 +81,5 @@ def usage(name: str) -> str:
 
 def load_all() -> None:
     """Import every function module so that its functions register."""
-    from ..virt import create, inventory, keys, lifecycle, migration, networks, snapshots  # noqa: F401
+    from ..virt import console, create, inventory, keys, lifecycle, migration, networks, snapshots  # noqa: F401
     from . import event, host, system, testing  # noqa: F401

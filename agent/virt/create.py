@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import InvalidSpec, VmConflict
 from ..functions import FunctionContext, function
 from ..libvirt_conn import libvirt
+from .console import console_log_path
 from .disks import create_disks
 from .domain_xml import Graphics, build_domain
 from .host import LibvirtHost
@@ -75,7 +76,8 @@ def init(ctx: FunctionContext, **spec_values: Any) -> dict[str, Any]:
             password = "".join(secrets.choice(_ALPHABET) for _ in range(VNC_PASSWORD_LENGTH))
             graphics = Graphics(ctx.virt.vnc_listen, password) if spec.enable_vnc else None
             cdrom = _seed(ctx, spec, created_files) if spec.seed else None
-            xml = build_domain(spec, domain_type(ctx, conn), disks, nics, graphics, cdrom)
+            xml = build_domain(spec, domain_type(ctx, conn), disks, nics, graphics, cdrom,
+                               console_log_path(ctx.virt.vm_dir, spec.name))
             dom = conn.defineXML(xml)
             defined = True
             if spec.start:
@@ -91,10 +93,10 @@ def init(ctx: FunctionContext, **spec_values: Any) -> dict[str, Any]:
 
 
 def _seed(ctx: FunctionContext, spec: VmSpec, created: list[Path]) -> str:
-    """Write the VM's NoCloud seed ISO: its agent joins this hypervisor's master with the token."""
+    """Write the VM's NoCloud seed ISO: its agent joins the master, at the address the master chose, with the token."""
     path = ctx.virt.vm_dir / spec.name / "seed.iso"
     build_seed_iso(path, spec.name, {
-        "id": spec.name, "master": ctx.master.host, "publish_port": ctx.master.publish_port,
+        "id": spec.name, "master": spec.master_address, "publish_port": ctx.master.publish_port,
         "request_port": ctx.master.request_port, "master_key": spec.master_key, "join_token": spec.join_token,
     })
     created.append(path)  # only once it is ours: build_seed_iso refuses a file that was there

@@ -26,9 +26,14 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return element
 
 
+# The seed CD-ROM sits on virtio-scsi: Debian's cloud kernel (and others) has no AHCI driver, so a
+# SATA CD-ROM is invisible to it, while virtio-scsi is in every kernel that runs on KVM.
+SEED_TARGET = "sdz"
+
+
 def build_domain(spec: VmSpec, domain_type: str, disks: list[DiskPlan], nics: tuple[NicProfileEntry, ...],
-                 graphics: Graphics | None, cdrom: str | None = None) -> str:
-    """The libvirt domain XML of a new VM."""
+                 graphics: Graphics | None, cdrom: str | None = None, console_log: Path | None = None) -> str:
+    """The libvirt domain XML of a new VM; the serial console is also written to ``console_log``."""
     domain = ET.Element("domain", type=domain_type)
     _sub(domain, "name", spec.name)
     _sub(domain, "memory", str(spec.memory_mib), unit="MiB")
@@ -37,6 +42,8 @@ def build_domain(spec: VmSpec, domain_type: str, disks: list[DiskPlan], nics: tu
     os_element = _sub(domain, "os")
     _sub(os_element, "type", "hvm")
     _sub(os_element, "boot", dev="hd")
+    # The firmware writes to the serial console too, so a disk that does not boot says so in the log.
+    _sub(os_element, "bios", useserial="yes")
     features = _sub(domain, "features")
     _sub(features, "acpi")  # lets virt.shutdown ask the guest to power off
     _sub(domain, "clock", offset="utc")
@@ -47,8 +54,8 @@ def build_domain(spec: VmSpec, domain_type: str, disks: list[DiskPlan], nics: tu
     for disk in disks:
         _disk(devices, disk)
     if cdrom:
-        _disk(devices, DiskPlan(path=Path(cdrom), format="raw", bus="sata",
-                                target="sdz", device="cdrom"))
+        _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
+        _disk(devices, DiskPlan(path=Path(cdrom), format="raw", bus="scsi", target=SEED_TARGET, device="cdrom"))
     for nic in nics:
         _nic(devices, nic)
     if graphics is not None:
@@ -56,6 +63,9 @@ def build_domain(spec: VmSpec, domain_type: str, disks: list[DiskPlan], nics: tu
                        passwd=graphics.password)
         _sub(element, "listen", type="address", address=graphics.listen)
     serial = _sub(devices, "serial", type="pty")
+    if console_log is not None:
+        # virtlogd keeps the file (and rotates it): `saltmarsh virt console-log NAME` shows its tail.
+        _sub(serial, "log", file=str(console_log), append="on")
     _sub(serial, "target", port="0")
     _sub(devices, "console", type="pty")
     return ET.tostring(domain, encoding="unicode")
@@ -74,6 +84,7 @@ def _nic(devices: ET.Element, nic: NicProfileEntry) -> None:
     element = _sub(devices, "interface", type=nic.type)
     if nic.type == "bridge":
         _sub(element, "source", bridge=nic.source)
-    else:
+    elif nic.type == "network":
         _sub(element, "source", network=nic.source)
+    # "user": QEMU's own NAT, no source (the guest reaches the host's loopback at 10.0.2.2).
     _sub(element, "model", type=nic.model)

@@ -13,10 +13,10 @@ DeviceName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,
 
 
 class NicProfileEntry(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """One NIC: a bridge or a libvirt network as its source."""
+    """One NIC: a bridge, a libvirt network (e.g. NAT ``default``), or QEMU user networking (``source`` unused)."""
 
     name: DeviceName = "eth0"
-    type: Literal["bridge", "network"] = "bridge"
+    type: Literal["bridge", "network", "user"] = "bridge"
     source: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "br0"
     model: Literal["virtio", "e1000", "rtl8139"] = "virtio"
 

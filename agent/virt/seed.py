@@ -19,12 +19,16 @@ import yaml
 from .disks import create_private_file
 
 AGENT_CONFIG_PATH = "/etc/saltmarsh/agent.yaml"
+# The shipped unit runs the agent as this user: it must read its config (the join token is in it)
+# and nobody else may. The image makes the user before cloud-init runs (saltmarsh image build).
+AGENT_CONFIG_OWNER = "root:saltmarsh"
+AGENT_CONFIG_MODE = "0640"
 
 
 def user_data(agent_config: dict[str, Any]) -> str:
     """The #cloud-config document that installs the agent's config and starts the agent."""
     document = {
-        "write_files": [{"path": AGENT_CONFIG_PATH, "permissions": "0600",
+        "write_files": [{"path": AGENT_CONFIG_PATH, "owner": AGENT_CONFIG_OWNER, "permissions": AGENT_CONFIG_MODE,
                          "content": yaml.safe_dump(agent_config, sort_keys=True)}],
         "runcmd": [["sh", "-c", "systemctl enable --now saltmarsh-agent || true"]],
     }

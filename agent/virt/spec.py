@@ -29,6 +29,8 @@ class VmSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
     seed: bool = False
     join_token: Annotated[str, msgspec.Meta(max_length=128)] = ""  # issued by the master for seed=True
     master_key: Annotated[str, msgspec.Meta(max_length=64)] = ""  # the master's public key, base64
+    # The address the guest's own agent reaches the master at (the master chooses it: seed.master_address).
+    master_address: Annotated[str, msgspec.Meta(max_length=255)] = ""
     start: bool = True
 
     def __post_init__(self) -> None:
@@ -36,8 +38,9 @@ class VmSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=Tr
             raise ValueError(f"image {self.image!r} must be an absolute path or master://path")
         if self.enable_qcow and self.image is None:
             raise ValueError("enable_qcow needs an image to put the overlay on")
-        if self.seed and not (self.join_token and self.master_key):
-            raise ValueError("seed needs join_token and master_key (saltmarsh virt init --seed provides them)")
+        if self.seed and not (self.join_token and self.master_key and self.master_address):
+            raise ValueError("seed needs join_token, master_key and master_address "
+                             "(saltmarsh virt init --seed provides them)")
 
 
 def parse_spec(values: dict[str, Any]) -> VmSpec:

@@ -53,6 +53,11 @@ def register(sub: Any) -> None:
     abort = actions.add_parser("migrate-abort", help="abort a running migration (the VM stays where it was)")
     abort.add_argument("name")
     abort.set_defaults(handler=abort_migration)
+    console = actions.add_parser("console-log", help="the tail of a VM's serial console (why a guest did not boot)")
+    console.add_argument("name")
+    console.add_argument("--lines", type=integer(1, 10_000), default=50)
+    console.add_argument("--json", action="store_true")
+    console.set_defaults(handler=show_console_log)
     host = sub.add_parser("host", help="hypervisor administration")
     host_actions = host.add_subparsers(dest="action", required=True)
     maintenance = host_actions.add_parser("maintenance", help="placement skips a host in maintenance")
@@ -79,6 +84,11 @@ def _register_init(actions: Any) -> None:
     init.add_argument("--enable-qcow", action="store_true", help="qcow2 overlay on the base image, not a copy")
     init.add_argument("--enable-vnc", action="store_true")
     init.add_argument("--seed", action="store_true")
+    init.add_argument("--join-timeout", type=seconds(), default=300.0, metavar="S",
+                      help="with --seed: wait this long for the guest's agent to join (default 300)")
+    init.add_argument("--no-wait", action="store_true", help="with --seed: do not wait for the guest's agent")
+    init.add_argument("--master-address",
+                      help="with --seed: the master address the guest's agent uses (default: seed.master_address)")
     init.add_argument("--dry-run", action="store_true", help="show the candidates, why each was dropped, the choice")
     init.add_argument("--timeout", type=seconds(), default=600.0)
     init.add_argument("--json", action="store_true")
@@ -184,6 +194,9 @@ def query_vms(args: argparse.Namespace) -> int:
 
 def init_vm(args: argparse.Namespace) -> int:
     """Create a VM (or explain where it would go); exit 1 if no hypervisor can hold it."""
+    if args.master_address is not None and not args.seed:
+        fail("--master-address is what a seeded guest is told: it needs --seed")
+        return 2
     wanted: dict[str, str] = {}
     for pairs in args.label:
         wanted.update(pairs)
@@ -191,10 +204,16 @@ def init_vm(args: argparse.Namespace) -> int:
     request = {"name": args.name, "cpus": args.cpus, "memory_mib": args.memory, "image": image, "host": args.host,
                "labels": wanted, "nic_profile": args.nic_profile, "disk_profile": args.disk_profile,
                "enable_qcow": args.enable_qcow, "enable_vnc": args.enable_vnc, "seed": args.seed,
+               "master_address": args.master_address,
                "dry_run": args.dry_run, "timeout": args.timeout}
     with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.timeout + 10) as client:
         result = client.call("virt.init", **request)
+    waits = args.seed and not args.no_wait and not args.dry_run
     if args.json:
+        if waits:  # one JSON document: the creation and the join together
+            joined = _wait_joined(args)
+            print_json({**result, "joined": joined})
+            return 0 if joined["joined"] else _not_joined(args, joined)
         print_json(result)
     else:
         _print_decision(result)
@@ -207,11 +226,34 @@ def init_vm(args: argparse.Namespace) -> int:
         vm = result["vm"]
         print(f"created {clean(args.name)} on {clean(result['host'])}: {clean(vm.get('state'))}, "
               f"{clean(vm.get('cpu'))} CPU, {clean(vm.get('memory_mib'))} MiB")
+        if isinstance(result.get("seed"), dict):
+            print(f"    seeded: its agent joins the master at {clean(result['seed'].get('master_address'))}")
         graphics = _fields(vm.get("graphics"))
         if graphics.get("type") == "vnc":
             print(f"    vnc - {clean(result['host'])}:{clean(graphics.get('port'))} "
                   f"(listen {clean(graphics.get('listen'))}, password {clean(graphics.get('password', '?'))})")
+    if waits:
+        print(f"    waiting up to {args.join_timeout:.0f} s for {clean(args.name)}'s own agent to join ...", flush=True)
+        joined = _wait_joined(args)
+        if not joined["joined"]:
+            return _not_joined(args, joined)
+        print(f"{clean(args.name)}: its agent joined {clean(joined['after'])} s after the VM was created")
     return 0
+
+
+def _wait_joined(args: argparse.Namespace) -> Any:
+    """Wait (on the master) for a seeded guest's own agent to come up."""
+    with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.join_timeout + 30) as client:
+        return client.call("virt.wait_joined", name=args.name, timeout=args.join_timeout)
+
+
+def _not_joined(args: argparse.Namespace, joined: Any) -> int:
+    """Say the guest's agent did not join, with its console's last lines; exit 1."""
+    fail(f"{args.name}: the VM runs but its agent has not joined after {joined['after']:.0f} s; "
+         "the last lines of its console follow (saltmarsh virt console-log NAME)")
+    for line in joined.get("console", []):
+        print(f"    {clean(line)}", file=sys.stderr)
+    return 1
 
 
 def _print_decision(result: dict[str, Any]) -> None:
@@ -319,4 +361,18 @@ def set_role(args: argparse.Namespace) -> int:
     with MasterClient.from_config_dir(args.config_dir) as client:
         result = client.call("host.role", id=args.id, role=args.role)
     print(f"{clean(result['id'])}: {clean(result['role'])}")
+    return 0
+
+
+def show_console_log(args: argparse.Namespace) -> int:
+    """Print the tail of a VM's serial console log."""
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        result = client.call("virt.console_log", name=args.name, lines=args.lines)
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"{clean(result['name'])} on {clean(result['host'])}: {clean(result['file'])}"
+          + (f" ({clean(result['note'])})" if result.get("note") else ""))
+    for line in result.get("lines", []):
+        print(clean(line))
     return 0

@@ -33,6 +33,7 @@ class InitArgs(msgspec.Struct, forbid_unknown_fields=True):
     enable_qcow: bool = False
     enable_vnc: bool = False
     seed: bool = False
+    master_address: str | None = None
     dry_run: bool = False
     timeout: Interval = 600.0
 
@@ -43,6 +44,20 @@ class OpArgs(msgspec.Struct, forbid_unknown_fields=True):
     op: str
     name: str
     timeout: Interval = 120.0
+
+
+class ConsoleLogArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """``virt console-log`` arguments."""
+
+    name: str
+    lines: int = 50
+
+
+class WaitJoinedArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """Wait for the agent inside a seeded VM to join."""
+
+    name: str
+    timeout: Interval = 300.0
 
 
 class MaintenanceArgs(msgspec.Struct, forbid_unknown_fields=True):
@@ -84,7 +99,8 @@ async def init(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     options = {"nic_profile": a.nic_profile, "disk_profile": a.disk_profile, "enable_qcow": a.enable_qcow,
                "enable_vnc": a.enable_vnc, "seed": a.seed}
     return await ctx.master.controller.init(
-        InitRequest(a.name, a.cpus, a.memory_mib, a.image, a.host, a.labels, options, a.dry_run, a.timeout)
+        InitRequest(a.name, a.cpus, a.memory_mib, a.image, a.host, a.labels, options, a.dry_run, a.timeout,
+                    a.master_address)
     )
 
 
@@ -141,3 +157,17 @@ async def role(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     """Make an accepted agent a hypervisor (listed, placed on) or a guest (neither)."""
     a = parse_args(args, RoleArgs)
     return await ctx.master.controller.set_role(a.id, a.role)
+
+
+@command("virt.console_log")
+async def console_log(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """The tail of a VM's serial console log, from the hypervisor that holds it."""
+    a = parse_args(args, ConsoleLogArgs)
+    return await ctx.master.controller.console_log(a.name, a.lines)
+
+
+@command("virt.wait_joined")
+async def wait_joined(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
+    """Wait until a seeded VM's own agent is up, or say it is not with the console's last lines."""
+    a = parse_args(args, WaitJoinedArgs)
+    return await ctx.master.controller.wait_joined(a.name, a.timeout)
