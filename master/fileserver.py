@@ -7,16 +7,26 @@ A chunk index past the end of the file is refused too. Each file's manifest (siz
 sha256 of the whole and of every chunk) is computed once per (path, size,
 mtime) in a worker thread and cached; agents verify every chunk against it and
 cache the file by its sha256.
+
+What the master knows of agents' image caches (``ServedRecords``, when a records file is
+given): which agent was sent the manifest of which file (by sha256), and whether it was
+then sent the file's last chunk. The agent asks for a manifest every time it uses an
+image, cached or not, and for chunks only when it fetches; so "fetched" means it was
+sent the whole file, not that it still holds it. ``saltmarsh image list`` reads the file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from saltmarsh.protocol.messages import Failed, FileData, FileInfo, FileRead, FileStat, Message
 
@@ -27,6 +37,10 @@ log = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1024 * 1024
 MAX_PATH = 1024
+# Under the master's root_dir: what was served to whom (saltmarsh image list reads it).
+SERVED_RECORDS = "images-served.json"
+MAX_RECORDS_PER_AGENT = 64
+MAX_RECORDED_AGENTS = 10_000
 
 
 class FileRefused(MasterError):
@@ -60,13 +74,88 @@ def safe_relative(path: str) -> str:
     return path
 
 
-class FileServer:
-    """Resolves, checksums and reads files under the configured roots."""
+class ServedRecords:
+    """Which agent was sent which file's manifest, and which the whole file, kept in a small JSON file.
 
-    def __init__(self, roots: list[Path]) -> None:
+    ``{"version": 1, "agents": {AGENT: {SHA256: {"path", "size", "manifest_at", "fetched_at"}}}}``,
+    times as seconds since the epoch (``fetched_at`` null until the last chunk was sent). At most
+    MAX_RECORDS_PER_AGENT files per agent and MAX_RECORDED_AGENTS agents: the oldest go first.
+    Written whole to a temporary file and renamed, so a reader never sees half of it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        try:
+            self._agents: dict[str, dict[str, dict[str, Any]]] = read_served_records(path)
+        except OSError as exc:
+            log.warning("starting with no records of served images: %s: %s", path, exc.strerror)
+            self._agents = {}
+
+    def manifest_served(self, agent: str, manifest: Manifest) -> None:
+        """Note that ``agent`` was sent ``manifest``, and save."""
+        with self._lock:
+            records = self._agents.setdefault(agent, {})
+            entry = records.setdefault(manifest.sha256, {"fetched_at": None})
+            entry.update(path=manifest.path, size=manifest.size, manifest_at=time.time())
+            _trim(records, MAX_RECORDS_PER_AGENT)
+            _trim(self._agents, MAX_RECORDED_AGENTS)
+            self._save()
+
+    def fetched(self, agent: str, sha256: str) -> None:
+        """Note that ``agent`` was sent the last chunk of the file ``sha256``, and save."""
+        with self._lock:
+            entry = self._agents.get(agent, {}).get(sha256)
+            if entry is not None:
+                entry["fetched_at"] = time.time()
+                self._save()
+
+    def _save(self) -> None:
+        partial = self._path.with_name(f".{self._path.name}.partial")
+        try:
+            partial.write_text(json.dumps({"version": 1, "agents": self._agents}, sort_keys=True))
+            os.replace(partial, self._path)
+        except OSError as exc:
+            log.warning("cannot save the records of served images in %s: %s", self._path, exc)
+
+
+def _last_used(entry: Any) -> float:
+    if isinstance(entry, dict) and "manifest_at" in entry:
+        return float(entry["manifest_at"])
+    return max((_last_used(value) for value in entry.values()), default=0.0) if isinstance(entry, dict) else 0.0
+
+
+def _trim(records: dict[str, Any], limit: int) -> None:
+    for key in sorted(records, key=lambda k: _last_used(records[k]))[:max(0, len(records) - limit)]:
+        del records[key]
+
+
+def read_served_records(path: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """The records in ``path`` by agent and sha256: empty if the file is missing or not JSON; OSError otherwise."""
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        log.warning("ignoring the records of served images in %s: %s", path, exc)
+        return {}
+    agents = document.get("agents") if isinstance(document, dict) else None
+    if not isinstance(agents, dict):
+        return {}
+    return {agent: records for agent, records in agents.items() if isinstance(records, dict)}
+
+
+class FileServer:
+    """Resolves, checksums and reads files under the configured roots.
+
+    ``records``: the file to keep ServedRecords in (``<root_dir>/images-served.json``); None keeps none.
+    """
+
+    def __init__(self, roots: list[Path], records: Path | None = None) -> None:
         self._roots = [r.resolve() for r in roots]
         self._manifests: dict[tuple[str, int, int], Manifest] = {}
         self._building: dict[tuple[str, int, int], asyncio.Future[Manifest]] = {}
+        self._records = ServedRecords(records) if records is not None else None
 
     def resolve(self, path: str) -> Path:
         """The real file for a request path; FileRefused if it leaves its root or is not a file."""
@@ -103,6 +192,19 @@ class FileServer:
         real = self.resolve(path)
         return await asyncio.get_running_loop().run_in_executor(None, _read_chunk, real, index)
 
+    async def note_manifest(self, agent: str, manifest: Manifest) -> None:
+        """Record that ``agent`` was sent ``manifest`` (in a worker thread: it writes a file)."""
+        if self._records is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._records.manifest_served, agent, manifest)
+
+    async def note_read(self, agent: str, path: str, index: int) -> None:
+        """Record a fetch as complete when ``index`` is the last chunk of ``path``'s manifest."""
+        if self._records is None:
+            return
+        manifest = await self.manifest(path)  # cached: computed when the agent asked for it
+        if index == max(len(manifest.chunks) - 1, 0):
+            await asyncio.get_running_loop().run_in_executor(None, self._records.fetched, agent, manifest.sha256)
+
 
 def _build_manifest(real: Path, path: str) -> Manifest:
     whole = hashlib.sha256()
@@ -138,6 +240,7 @@ class FileRequests:
             manifest = await self._server.manifest(req.body.path)
         except FileRefused as exc:
             return self._refuse(req, exc)
+        await self._server.note_manifest(req.agent_id, manifest)
         return FileInfo(path=manifest.path, size=manifest.size, sha256=manifest.sha256,
                         chunk_size=manifest.chunk_size, chunks=manifest.chunks)
 
@@ -148,6 +251,7 @@ class FileRequests:
             data = await self._server.read(req.body.path, req.body.index)
         except FileRefused as exc:
             return self._refuse(req, exc)
+        await self._server.note_read(req.agent_id, req.body.path, req.body.index)
         return FileData(index=req.body.index, data=data)
 
     @staticmethod

@@ -19,7 +19,7 @@ from .config import MasterConfig
 from .control import ControlServer
 from .controller import Controller, SeedAddresses
 from .eventbus import EventBus
-from .fileserver import FileRequests, FileServer
+from .fileserver import SERVED_RECORDS, FileRequests, FileServer
 from .inventory import Inventory
 from .jobcache import JobCache
 from .jobs import JobRouter
@@ -73,7 +73,7 @@ class Master:
         self.channel.on(Heartbeat.KIND, self.keys.on_heartbeat)
         self.channel.on(Returns.KIND, self.jobs.on_returns)
         self.channel.on(Events.KIND, self.relay.on_events)
-        files = FileRequests(FileServer(config.file_roots))
+        files = FileRequests(FileServer(config.file_roots, records=config.root_dir / SERVED_RECORDS))
         self.channel.on(FileStat.KIND, files.on_stat)
         self.channel.on(FileRead.KIND, files.on_read)
         self.certificates = CertificateService(CertificateAuthority(config.ca_dir, config.ca), self.bus,

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients qemu-utils)
+APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients qemu-utils
+    mmdebstrap syslinux syslinux-common mtools dosfstools fdisk e2fsprogs zstd)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -78,8 +78,11 @@ def test_seed_cdrom_is_on_virtio_scsi_and_the_console_is_logged(lab: Cluster, tm
     assert devices is not None
     cdrom = devices.find("./disk[@device='cdrom']/target")
     assert cdrom is not None and cdrom.get("bus") == "scsi"
-    controller = devices.find("./controller[@type='scsi'][@index='0']")  # the test driver adds others
+    controller = devices.find("./controller[@type='scsi'][@index='0']")
     assert controller is not None and controller.get("model") == "virtio-scsi"
+    address = devices.find("./disk[@device='cdrom']/address")
+    assert address is not None and address.get("controller") == "0"  # not one libvirt derives from sdz
+    assert [c.get("model") for c in devices.findall("./controller[@type='scsi']")] == ["virtio-scsi"]
     log = devices.find("./serial/log")
     assert log is not None and log.get("file") == str(tmp_path / "vms" / "s4" / "console.log")
 

@@ -55,7 +55,11 @@ def build_domain(spec: VmSpec, domain_type: str, disks: list[DiskPlan], nics: tu
         _disk(devices, disk)
     if cdrom:
         _sub(devices, "controller", type="scsi", index="0", model="virtio-scsi")
-        _disk(devices, DiskPlan(path=Path(cdrom), format="raw", bus="scsi", target=SEED_TARGET, device="cdrom"))
+        seed = _disk(devices, DiskPlan(path=Path(cdrom), format="raw", bus="scsi", target=SEED_TARGET,
+                                       device="cdrom"))
+        # Placed by hand: from the name sdz libvirt derives controller 3, and adds lsilogic controllers
+        # (no driver in the cloud kernel either) to reach it. Target 1 is clear of disks sda..sdg (target 0).
+        _sub(seed, "address", type="drive", controller="0", bus="0", target="1", unit="0")
     for nic in nics:
         _nic(devices, nic)
     if graphics is not None:
@@ -71,13 +75,14 @@ def build_domain(spec: VmSpec, domain_type: str, disks: list[DiskPlan], nics: tu
     return ET.tostring(domain, encoding="unicode")
 
 
-def _disk(devices: ET.Element, disk: DiskPlan) -> None:
+def _disk(devices: ET.Element, disk: DiskPlan) -> ET.Element:
     element = _sub(devices, "disk", type="file", device=disk.device)
     _sub(element, "driver", name="qemu", type=disk.format)
     _sub(element, "source", file=str(disk.path))
     _sub(element, "target", dev=disk.target, bus=disk.bus)
     if disk.device == "cdrom":
         _sub(element, "readonly")
+    return element
 
 
 def _nic(devices: ET.Element, nic: NicProfileEntry) -> None:

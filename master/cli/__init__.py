@@ -15,7 +15,7 @@ from saltmarsh.protocol.errors import ConfigError
 
 from ..config import DEFAULT_CONFIG_DIR
 from ..errors import MasterError
-from . import events, jobs, keys, pki, virt
+from . import events, images, jobs, keys, pki, virt
 from .arguments import OneLineParser
 from .output import fail
 
@@ -25,7 +25,7 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="saltmarsh", description="Control a saltmarsh master.")
     parser.add_argument("-c", "--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="holds master.yaml")
     sub = parser.add_subparsers(dest="command", required=True)
-    for family in (keys, jobs, events, virt, pki):
+    for family in (keys, jobs, events, virt, pki, images):
         family.register(sub)
     return parser
 
