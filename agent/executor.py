@@ -124,7 +124,7 @@ def run_function(ctx: FunctionContext, job: Job) -> JobReturn:
             raise ValueError(f"result of {size} bytes exceeds the {MAX_RESULT_BYTES}-byte limit of a return")
         return JobReturn(jid=job.jid, fun=job.fun, success=True, result=result,
                          started=started, duration=time.monotonic() - clock)
-    except Exception as exc:  # any failure of the function is reported, never lost
+    except Exception as exc:  # noqa: BLE001 -- any failure of the function is reported, never lost
         error = ErrorInfo(type=type(exc).__name__, message=str(exc)[:4000])
     log.info("job %s %s failed: %s: %s", job.jid, job.fun, error.type, error.message)
     return JobReturn(jid=job.jid, fun=job.fun, success=False, error=error,
@@ -141,7 +141,7 @@ class _WorkItem:
             return
         try:
             result = self.call()
-        except BaseException as exc:  # whatever ends the call belongs to its caller, as in ThreadPoolExecutor
+        except BaseException as exc:  # noqa: BLE001 -- whatever ends the call belongs to its caller, as in ThreadPoolExecutor
             self.future.set_exception(exc)
         else:
             self.future.set_result(result)

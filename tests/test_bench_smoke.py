@@ -74,3 +74,21 @@ def test_bench_publish_small_prints_a_row_per_n() -> None:
         times = re.findall(r"(-?[\d,]+\.\d) µs", row)
         assert len(times) == 6 and all(float(t.replace(",", "")) > 0 for t in times[:4]), row
         assert re.search(r" [\d,]+\.\dx ", row), row
+
+
+@pytest.mark.timeout(150)
+def test_bench_images_quick_prints_the_fetch_beside_cp() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.images", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=140,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.splitlines()
+    header = next((line for line in lines if line.startswith("MEASURE")), "")
+    assert header.split()[:5] == ["MEASURE", "SALTMARSH", "VS", "CP", "TARGET"], result.stdout
+    fetch = next((line for line in lines if line.startswith("fetch 64 MiB into an empty cache")), "")
+    assert re.search(r"= [\d,]+ MB/s +\d+\.\d\dx +≥ 0\.50x cp +(yes|NO)", fetch), result.stdout
+    for measure in ("cp 64 MiB", "sha256 64 MiB", "sha256sum 64 MiB", "2 agents fetch a new 64 MiB image at once",
+                    "  master CPU over it"):
+        assert any(line.startswith(measure) for line in lines), (measure, result.stdout)
+    assert "37.6 MB/s" in result.stdout and "load averages" in result.stdout

@@ -24,6 +24,7 @@ malformed envelopes, headers and bodies of every shape (tests/test_bounded_input
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -35,6 +36,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
+from saltmarsh.master.fileserver import SERVED_RECORDS
 from saltmarsh.pki.csr import build_csr, new_key
 from saltmarsh.pki.keys import Identity
 from saltmarsh.protocol.codec import decode, encode
@@ -208,9 +210,12 @@ def test_before_acceptance_only_key_submission_is_reachable(served: Cluster, zct
         assert foreign == [], foreign
         tree_after = state_tree(cluster)
         new_paths = sorted(set(tree_after) - set(tree_before))
-        assert all(p.startswith("pki/ca/") for p in new_paths), new_paths  # victim's certificates only
+        # The victim's certificates, and the record that the accepted victim was sent a manifest; nothing else.
+        assert all(p.startswith("pki/ca/") or p == SERVED_RECORDS for p in new_paths), new_paths
         changed = [p for p in tree_before if tree_after.get(p, b"gone") != tree_before[p]]
-        assert all(p.startswith("pki/ca/") for p in changed), changed
+        assert all(p.startswith("pki/ca/") or p == SERVED_RECORDS for p in changed), changed
+        served = json.loads((cluster.master_dir / "state" / SERVED_RECORDS).read_text())["agents"]
+        assert set(served) == {"victim"}, served  # no refused peer was recorded
         issued = cluster.cli_json("pki", "status")["certificates"]
         assert {c["agent"] for c in issued} == {"victim"}, issued
         assert cluster.cli_json("key", "list") == {"accepted": ["victim"], "pending": ["newbie"], "rejected": []}

@@ -1,15 +1,35 @@
-"""master:// images: verified chunks, cached by sha256 and never fetched twice, progress events, no traversal."""
+"""master:// images: verified chunks, cached by sha256 and never fetched twice, progress events, no traversal.
+
+The first tests run real daemons; the rest drive the agent's ImageCache against the master's real
+file handlers (FileServer, FileRequests) on an event loop of their own, reached through the cache's
+request interface, so that a test can count requests in flight, spoil a chunk, or refuse one.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
+import stat
 import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from saltmarsh.agent.virt import images
+from saltmarsh.agent.virt.images import ImageCache, ImageFetchError
+from saltmarsh.master import fileserver
+from saltmarsh.master.fileserver import FileRequests, FileServer
+from saltmarsh.master.request_channel import Request
+from saltmarsh.protocol.envelope import Header
+from saltmarsh.protocol.messages import Failed, FileData, FileInfo, FileRead, FileStat, Message
+from saltmarsh.protocol.version import PROTOCOL_VERSION
 
 from .cluster import Cluster, EventRecorder
 
@@ -67,3 +87,172 @@ def test_paths_leaving_the_root_are_refused_and_logged(served: tuple[Cluster, Pa
     assert "refused file request from hv1" in cluster.master.log()
     cache = root.parent / "cache"
     assert not cache.exists() or not any(cache.iterdir()), "a refused image left something in the cache"
+
+
+def test_a_chunk_changed_after_the_manifest_aborts_the_fetch_and_leaves_nothing(
+        served: tuple[Cluster, Path], tmp_path: Path) -> None:
+    cluster, root = served
+    image = root / "images" / "rewritten.img"
+    image.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    run(cluster, "virt.cache_image", "master://images/rewritten.img")
+    for cached in (tmp_path / "cache").iterdir():
+        cached.unlink()
+    before = image.stat()
+    with image.open("r+b") as handle:  # rewritten in place: same size, same mtime, so the manifest is kept
+        handle.seek(1024 * 1024 + 10)
+        handle.write(b"not what the manifest says")
+    os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    result = run(cluster, "virt.cache_image", "master://images/rewritten.img", ok=False)
+    assert result["error"]["type"] == "ImageFetchError"
+    assert "chunk 1 of images/rewritten.img does not match its sha256" in result["error"]["message"]
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
+# ---- ImageCache against the master's real file handlers --------------------------------------
+
+CHUNK = 64 * 1024
+Tamper = Callable[[FileRead, Message], Message]
+
+
+class StandInMaster:
+    """FileServer and FileRequests on their own event loop, behind ImageCache's request interface."""
+
+    def __init__(self, root: Path, *, read_delay: float = 0.0, tamper: Tamper | None = None) -> None:
+        self.requests = FileRequests(FileServer([root]))
+        self.read_delay = read_delay
+        self.tamper = tamper
+        self.reads = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def request(self, message: Message, timeout: float) -> Future[Message]:
+        """What the agent's request channel does: answer ``message`` in the master's loop."""
+        return asyncio.run_coroutine_threadsafe(self._answer(message), self.loop)
+
+    async def _answer(self, message: Message) -> Message:
+        header = Header(PROTOCOL_VERSION, message.KIND, "hv1", time.time(), os.urandom(16), b"", b"", b"")
+        req = Request("hv1", b"hv1", header, message, b"", True)
+        if isinstance(message, FileStat):
+            return await self.requests.on_stat(req)
+        assert isinstance(message, FileRead)
+        self.reads += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.read_delay)
+            reply = await self.requests.on_read(req)
+        finally:
+            self.in_flight -= 1
+        return self.tamper(message, reply) if self.tamper else reply
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A 40.5-chunk random file under a file root (chunks of 64 KiB, so that tests stay small)."""
+    monkeypatch.setattr(fileserver, "CHUNK_SIZE", CHUNK)
+    (tmp_path / "root").mkdir()
+    path = tmp_path / "root" / "disk.img"
+    path.write_bytes(os.urandom(40 * CHUNK + CHUNK // 2))
+    return path
+
+
+@pytest.fixture
+def make_cache(tmp_path: Path) -> Iterator[Callable[..., tuple[ImageCache, StandInMaster, list[Any]]]]:
+    masters: list[StandInMaster] = []
+
+    def make(**options: Any) -> tuple[ImageCache, StandInMaster, list[Any]]:
+        master = StandInMaster(tmp_path / "root", **options)
+        masters.append(master)
+        events: list[Any] = []
+        cache = ImageCache(tmp_path / "cache", "hv1", master.request, lambda tag, data: events.append((tag, data)))
+        return cache, master, events
+
+    yield make
+    for master in masters:
+        master.close()
+
+
+def _spoil(index: int) -> Tamper:
+    def tamper(read: FileRead, reply: Message) -> Message:
+        if read.index != index or not isinstance(reply, FileData):
+            return reply
+        return FileData(index=index, data=bytes([reply.data[0] ^ 1]) + reply.data[1:])
+    return tamper
+
+
+def _refuse(index: int) -> Tamper:
+    def tamper(read: FileRead, reply: Message) -> Message:
+        return Failed(reason="the disk is gone") if read.index == index else reply
+    return tamper
+
+
+def _truncate(index: int) -> Tamper:
+    def tamper(read: FileRead, reply: Message) -> Message:
+        if read.index != index or not isinstance(reply, FileData):
+            return reply
+        return FileData(index=index, data=reply.data[:-1])
+    return tamper
+
+
+def test_a_fetch_writes_exactly_the_file_readable_by_qemu(image: Path, make_cache: Any, tmp_path: Path) -> None:
+    cache, master, events = make_cache(read_delay=0.001)
+    path = cache.fetch("master://disk.img")
+    assert path.read_bytes() == image.read_bytes()
+    assert path.name == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644 and stat.S_IMODE((tmp_path / "cache").stat().st_mode) == 0o755
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [path.name]
+    assert master.reads == 41
+    tags = {tag for tag, _ in events}
+    assert tags == {f"saltmarsh/virt/hv1/image/{path.name[:16]}/progress"}
+    assert events[-1][1]["done"] == events[-1][1]["total"] == image.stat().st_size
+
+
+@pytest.mark.parametrize("tamper", [_spoil(7), _refuse(7), _truncate(40), _spoil(0)],
+                         ids=["spoiled", "refused", "short", "first spoiled"])
+def test_a_chunk_that_fails_aborts_the_fetch_and_leaves_no_file(
+        image: Path, make_cache: Any, tmp_path: Path, tamper: Tamper) -> None:
+    cache, _, _ = make_cache(read_delay=0.002, tamper=tamper)
+    with pytest.raises(ImageFetchError, match=r"chunk (7|40|0) of disk\.img"):
+        cache.fetch("master://disk.img")
+    assert list((tmp_path / "cache").iterdir()) == []
+    clean, _, _ = make_cache()
+    assert clean.fetch("master://disk.img").read_bytes() == image.read_bytes()  # nothing was left to poison it
+
+
+def test_the_window_of_chunk_requests_is_bounded(image: Path, make_cache: Any) -> None:
+    cache, master, _ = make_cache(read_delay=0.01)
+    cache.fetch("master://disk.img")
+    assert master.max_in_flight == images.WINDOW, "the window was not filled, or it overflowed"
+    assert images.WINDOW <= 8  # half of the master's MAX_IN_FLIGHT: other agents' requests get through
+
+
+def test_concurrent_fetches_of_one_image_transfer_it_once(image: Path, make_cache: Any) -> None:
+    cache, master, _ = make_cache(read_delay=0.002)
+    results: list[Path] = []
+    threads = [threading.Thread(target=lambda: results.append(cache.fetch("master://disk.img"))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 3 and len(set(results)) == 1
+    assert master.reads == 41
+
+
+def test_a_manifest_whose_chunks_do_not_cover_the_file_is_refused(image: Path, make_cache: Any) -> None:
+    _, master, _ = make_cache()
+    stat_reply = master.request(FileStat(path="disk.img"), 5).result(5)
+    assert isinstance(stat_reply, FileInfo)
+    short = FileInfo(path=stat_reply.path, size=stat_reply.size, sha256=stat_reply.sha256,
+                     chunk_size=stat_reply.chunk_size, chunks=stat_reply.chunks[:-1])
+    with pytest.raises(ImageFetchError, match="lists 40 chunks for"):
+        images.chunk_lengths(short)
+    assert len(images.chunk_lengths(stat_reply)) == 41
+    assert images.chunk_lengths(stat_reply)[-1] == CHUNK // 2

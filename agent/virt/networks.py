@@ -50,7 +50,7 @@ def network_list(ctx: FunctionContext) -> dict[str, dict[str, Any]]:
 def _bridge(net: Any) -> str:
     try:
         return str(net.bridgeName())
-    except Exception:  # some drivers have no bridge name for a network
+    except Exception:  # noqa: BLE001 -- some drivers have no bridge name for a network
         return ""
 
 
