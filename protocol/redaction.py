@@ -24,13 +24,17 @@ def is_secret_key(key: object) -> bool:
     return isinstance(key, str) and key.lower() in SECRET_KEYS
 
 
+def _secret_entry(key: object, value: Any) -> bool:
+    """A map entry to redact: a secret key holding something (an empty one hides nothing)."""
+    return is_secret_key(key) and value not in (None, "")
+
+
 def redact(value: Any, _depth: int = 0) -> Any:
     """``value`` with every secret entry, at any depth, replaced by ``REDACTED`` (a new object)."""
     if _depth > MAX_DEPTH:
         return REDACTED
     if isinstance(value, dict):
-        return {k: REDACTED if is_secret_key(k) and v not in (None, "") else redact(v, _depth + 1)
-                for k, v in value.items()}
+        return {k: REDACTED if _secret_entry(k, v) else redact(v, _depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v, _depth + 1) for v in value]
     return value
@@ -41,8 +45,7 @@ def holds_secret(value: Any, _depth: int = 0) -> bool:
     if _depth > MAX_DEPTH:
         return True
     if isinstance(value, dict):
-        return any((is_secret_key(k) and v not in (None, "")) or holds_secret(v, _depth + 1)
-                   for k, v in value.items())
+        return any(_secret_entry(k, v) or holds_secret(v, _depth + 1) for k, v in value.items())
     if isinstance(value, (list, tuple)):
         return any(holds_secret(v, _depth + 1) for v in value)
     return False
