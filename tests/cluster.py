@@ -6,14 +6,16 @@ nothing here fakes a part of saltmarsh.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,27 @@ from typing import Any
 import yaml
 
 BIN = Path(sys.executable).parent
+
+
+@contextlib.contextmanager
+def venv_reachable_by_others() -> Iterator[None]:
+    """Let other users reach the venv's commands while in the block (tests that run the CLI as nobody).
+
+    A checkout in a private directory (``mktemp -d`` makes it 0700) hides the venv and the editable
+    install from every other user; only the search bit is added, to the directories that lack it,
+    and each gets its own mode back afterwards.
+    """
+    changed = []
+    for directory in (BIN, *BIN.parents):
+        mode = directory.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+            changed.append((directory, stat.S_IMODE(mode)))
+    try:
+        yield
+    finally:
+        for directory, mode in changed:
+            directory.chmod(mode)
 
 
 def free_port() -> int:

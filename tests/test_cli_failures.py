@@ -37,7 +37,7 @@ from saltmarsh.master.control_messages import MAX_CONTROL_FRAME
 from saltmarsh.master.errors import CommandError
 from saltmarsh.protocol.codec import decode, encode
 
-from .cluster import BIN, Cluster, wait_until
+from .cluster import BIN, Cluster, venv_reachable_by_others, wait_until
 from .wire import count
 
 JID = re.compile(r"[0-9]{20,26}")
@@ -274,7 +274,7 @@ def _leaf_argv(words: str) -> list[str]:
 @pytest.mark.timeout(100)
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
 def test_every_command_run_by_a_user_who_may_not_open_the_socket_is_one_line(cluster: Cluster) -> None:
-    with readable_dir() as config_dir:
+    with venv_reachable_by_others(), readable_dir() as config_dir:
         _config_with_socket_at(config_dir, cluster.master_dir / "state")
         for words in sorted(commands()):
             argv = _leaf_argv(words) + (["--idle-timeout", "1"] if words == "events" else [])
@@ -284,8 +284,8 @@ def test_every_command_run_by_a_user_who_may_not_open_the_socket_is_one_line(clu
             if words not in ("pki init", "image build", "image list"):
                 assert line == f"saltmarsh: permission denied reaching the control socket {cluster.control_socket}: " \
                                "run saltmarsh as the master's user (or root)", (words, line)
-    # The master's own config dir is private too: whatever that makes of it, still one line.
-    one_line_failure(_cli(cluster.master_dir, "key", "list", user="nobody"), (1,))
+        # The master's own config dir is private too: whatever that makes of it, still one line.
+        one_line_failure(_cli(cluster.master_dir, "key", "list", user="nobody"), (1,))
     cluster.cli("key", "list")  # root still gets in
 
 

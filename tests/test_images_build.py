@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,8 +43,9 @@ from saltmarsh.master.images.recipe import (
     recipe_from_file,
 )
 
+from .cluster import BIN, venv_reachable_by_others
+
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 SHA = "ab" * 32
 DISK_TOOLS = ("mkfs.ext4", "mkfs.vfat", "mcopy", "syslinux", "sfdisk", "qemu-img")
 needs_disk_tools = pytest.mark.skipif(os.geteuid() != 0 or any(shutil.which(t) is None for t in DISK_TOOLS),
@@ -437,9 +437,10 @@ def test_list_by_a_user_who_may_not_read_the_records_is_one_line() -> None:
         (conf / "master.yaml").write_text(yaml.safe_dump({"root_dir": str(top / "state"), "file_roots": []}))
         (conf / "master.yaml").chmod(0o644)
         (top / "state").mkdir(mode=0o700)
-        result = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--",
-                                 str(BIN / "saltmarsh"), "-c", str(conf), "image", "list"],
-                                capture_output=True, text=True, timeout=60)
+        with venv_reachable_by_others():
+            result = subprocess.run(["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", "--",
+                                     str(BIN / "saltmarsh"), "-c", str(conf), "image", "list"],
+                                    capture_output=True, text=True, timeout=60)
     finally:
         shutil.rmtree(top)
     assert result.returncode == 1 and len(result.stderr.splitlines()) == 1, result.stderr
