@@ -122,16 +122,17 @@ class RequestClient:
 
     async def _receive(self, socket: zmq.asyncio.Socket) -> None:
         while True:
-            parts = await socket.recv_multipart()
+            # Not copied out of libzmq's buffer: an image chunk is decoded straight from it.
+            frames = await socket.recv_multipart(copy=False)
             try:
-                self._dispatch(parts)
+                self._dispatch([frame.buffer for frame in frames])
             except ProtocolError as exc:
                 self.rejected += 1
                 log.warning("rejected frame from the master: %s", exc)
             except Exception:  # a bug must not end this task: the agent would stay up but deaf
                 log.exception("frame from the master failed inside the agent")
 
-    def _dispatch(self, parts: list[bytes]) -> None:
+    def _dispatch(self, parts: list[memoryview]) -> None:
         if len(parts) != 1:
             raise MalformedFrame(f"{len(parts)} frames in one message, expected 1")
         outer = parse_outer(parts[0], self._limits)

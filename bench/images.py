@@ -9,12 +9,15 @@ directory, so every copy lands on one filesystem.
 1. One agent. A file of --size-mib MiB of random bytes is written into the file root and read once,
    so that every reader after finds it in the page cache (dropping the caches would need root and
    slow every other user of the machine). The first fetch, while the master also builds the file's
-   manifest (sha256 of the whole and of every chunk), is shown apart. Then --repeat rounds, each of
-   ``cp`` of the file to a new file in the same directory tree, sha256 of it (hashlib, what the agent
-   uses, and coreutils' ``sha256sum``), and ``saltmarsh run hv1 virt.cache_image master://NAME`` into
-   hv1's emptied cache: the agent's own code path, job dispatch included (``run hv1 test.ping`` is
-   timed beside it). Figures are medians; MB/s is size / wall time, MB = 10^6 bytes; "vs cp" is the
-   fetch's MB/s over the median of the ``cp`` runs of the same rounds.
+   manifest (sha256 of the whole, BLAKE3 of every chunk), is shown apart. Then --repeat rounds, each
+   of ``cp`` of the file to a new file in the same directory tree, sha256 of it (hashlib, as the
+   master's manifest; coreutils' ``sha256sum``), BLAKE3 of it (what checks every frame and chunk),
+   and ``saltmarsh run hv1 virt.cache_image master://NAME`` into hv1's emptied cache: the agent's own
+   code path, job dispatch included (``run hv1 test.ping`` is timed beside it). Figures are medians;
+   MB/s is size / wall time, MB = 10^6 bytes; "vs cp" is the fetch's MB/s over the median of the
+   ``cp`` runs of the same rounds. "Bound by CPU" is what the fetch's measured CPU (master and agent,
+   every thread, kernel time included) allows if both had this machine's CPUs to themselves: with
+   both ends on one host, their CPU seconds add up, where ``cp`` needs one CPU.
 2. Every agent at once. A new random file of the same size; ``saltmarsh run -L hv1,...,hvN
    virt.cache_image master://NEW``: aggregate MB/s = N x size / wall time, with the master's CPU
    seconds over it (user + system, /proc/<pid>/stat; its manifest included) and the agents'.
@@ -38,6 +41,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import blake3
 
 from tests.cluster import Cluster
 
@@ -84,6 +89,7 @@ class Single:
     fetch: list[float] = field(default_factory=list)
     cp: list[float] = field(default_factory=list)
     sha256: list[float] = field(default_factory=list)
+    blake3: list[float] = field(default_factory=list)
     sha256sum: list[float] = field(default_factory=list)
     ping: list[float] = field(default_factory=list)
     master_cpu: list[float] = field(default_factory=list)
@@ -164,11 +170,19 @@ def warm(path: Path) -> None:
 
 
 def hash_file(path: Path) -> None:
-    """sha256 of ``path`` with hashlib, in 1 MiB reads (what the agent's chunk check costs, and the master's)."""
+    """sha256 of ``path`` with hashlib, in 1 MiB reads (what the master's manifest costs)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(MIB):
             digest.update(block)
+
+
+def blake3_file(path: Path) -> None:
+    """BLAKE3 of ``path``, in 1 MiB reads: what each side's frame digest and the agent's chunk check cost."""
+    hasher = blake3.blake3()
+    with path.open("rb") as handle:
+        while block := handle.read(MIB):
+            hasher.update(block)
 
 
 def copy_file(source: Path, target: Path) -> None:
@@ -195,9 +209,10 @@ def measure_single(bench: Bench, repeat: int, size: int) -> Single:
     agent_pid = agent_pids[agent]
     scratch = bench.base / "cache" / "cp-target.img"
     for round_ in range(repeat):
-        say(f"round {round_ + 1} of {repeat}: cp, sha256, sha256sum, fetch")
+        say(f"round {round_ + 1} of {repeat}: cp, sha256, BLAKE3, sha256sum, fetch")
         figures.cp.append(timed(copy_file, image, scratch))
         figures.sha256.append(timed(hash_file, image))
+        figures.blake3.append(timed(blake3_file, image))
         figures.sha256sum.append(timed(sha256sum, image))
         figures.ping.append(timed(bench.run, [agent], "test.ping"))
         bench.empty_caches()
@@ -239,6 +254,9 @@ def rows(single: Single, crowd: Crowd) -> list[tuple[str, ...]]:
     fetch = mb_s(size, fetch_s)
     vs_cp = fetch / cp
     per_gib = 1024 / mib
+    # The fastest the fetch could be if it had every CPU here to itself: master and agent share them.
+    cpu_per_byte = (statistics.median(single.master_cpu) + statistics.median(single.agent_cpu)) / size
+    cpu_bound = (os.cpu_count() or 1) / cpu_per_byte / 1e6
 
     def rate(label: str, seconds: list[float]) -> tuple[str, ...]:
         s = statistics.median(seconds)
@@ -252,11 +270,14 @@ def rows(single: Single, crowd: Crowd) -> list[tuple[str, ...]]:
          f"{SALT_MB_S} MB/s (ours: {fetch / SALT_MB_S:.1f}x that)"),
         ("  CPU per GiB: master / agent", f"{statistics.median(single.master_cpu) * per_gib:.2f} s / "
          f"{statistics.median(single.agent_cpu) * per_gib:.2f} s", "—", "—", "—", "—"),
+        ("  bound by CPU here: both ends on this machine's CPUs",
+         f"{cpu_bound:,.0f} MB/s", f"{cpu_bound / cp:.2f}x", "—", "—", "—"),
         ("  first fetch (the master builds the manifest too)",
          f"{single.first:.2f} s = {mb_s(size, single.first):,.0f} MB/s", f"{mb_s(size, single.first) / cp:.2f}x",
          "—", "—", "—"),
         rate(f"cp {mib} MiB, same filesystem (page-cache source)", single.cp),
-        rate(f"sha256 {mib} MiB (hashlib, as the agent checks chunks)", single.sha256),
+        rate(f"sha256 {mib} MiB (hashlib, as the master's manifest)", single.sha256),
+        rate(f"BLAKE3 {mib} MiB (as each frame and chunk is checked)", single.blake3),
         rate(f"sha256sum {mib} MiB (coreutils)", single.sha256sum),
         ("  job overhead in each fetch (run hv1 test.ping)",
          f"{statistics.median(single.ping):.2f} s{spread(single.ping)}", "—", "—", "—", "—"),

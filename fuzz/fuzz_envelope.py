@@ -52,6 +52,7 @@ from saltmarsh.master.request_channel import Request, RequestChannel
 from saltmarsh.pki.keys import Identity, curve_public
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.crypto import PeerCipher
+from saltmarsh.protocol.digest import digest
 from saltmarsh.protocol.envelope import SignedHeader, sign_frame
 from saltmarsh.protocol.errors import MalformedFrame
 from saltmarsh.protocol.limits import Limits
@@ -177,7 +178,7 @@ class Harness:
         # Distinct, reproducible nonces: an input is refused for what it is, not as a replay.
         nonce = hashlib.blake2b(self._counter.to_bytes(8, "big"), digest_size=16).digest()
         header = SignedHeader(PROTOCOL_VERSION, kind, sender, time.time(), nonce, b"", b"",
-                              hashlib.sha256(body).digest())
+                              digest(body))
         return sign_frame(identity, header, body, present_key=present)
 
 
@@ -211,7 +212,7 @@ def seeds() -> dict[str, bytes]:
     for message in [*requests, job]:
         found[f"6-{message.KIND}"] = b"\x06" + encode(message)
     found["2-header"] = b"\x02" + encode(SignedHeader(PROTOCOL_VERSION, "heartbeat", AGENT, 1.0, b"n" * 16, b"", b"",
-                                                      hashlib.sha256(b"").digest()))
+                                                      digest(b"")))
     return found
 
 

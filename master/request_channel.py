@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 # Enough that a slow request (a manifest being hashed) blocks no one; few enough that a burst of
 # event batches cannot pile up decoded in memory (each in-flight batch holds up to 500 events).
 MAX_IN_FLIGHT = 16
+# pyzmq's own advice: below about 64 KiB, copying costs less than tracking a zero-copy frame.
+ZERO_COPY_MIN = 64 * 1024
 # X25519 Boxes kept: more than the accepted agents one master serves, so that they never miss;
 # anyone else's key (every fresh key of a flood gets a Refused or a Welcome) only evicts old ones.
 MAX_CIPHERS = 4096
@@ -197,7 +199,8 @@ class RequestChannel:
         """Seal ``message`` for the holder of ``public_key`` and send it to ``routing_id``."""
         body = self.peer_cipher(public_key).encrypt(encode(message))
         frame, _ = seal(self._identity, MASTER_SENDER, message.KIND, body, reply_to=reply_to, present_key=True)
-        await self._socket.send_multipart([routing_id, frame])
+        # A large frame (an image chunk) is handed to libzmq without a copy; small ones are cheaper copied.
+        await self._socket.send_multipart([routing_id, frame], copy=len(frame) < ZERO_COPY_MIN)
 
 
 def _peer_address(frame: zmq.Frame) -> str:

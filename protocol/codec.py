@@ -41,8 +41,11 @@ def _decoder(kind: Any) -> msgspec.msgpack.Decoder[Any]:
     return decoder
 
 
-def decode(data: bytes, kind: type[T], what: str = "message") -> T:
-    """Decode msgpack ``data`` as ``kind``; MalformedFrame with the schema path otherwise."""
+def decode(data: bytes | memoryview, kind: type[T], what: str = "message") -> T:
+    """Decode msgpack ``data`` as ``kind``; MalformedFrame with the schema path otherwise.
+
+    ``data`` may be a view of a received ZeroMQ frame: decoded fields are copies, so none keeps it alive.
+    """
     try:
         result: T = _decoder(kind).decode(data)
     except msgspec.ValidationError as exc:

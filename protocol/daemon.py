@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
+from .allocator import keep_large_buffers
 from .configfile import check_config_dir
 from .errors import ConfigError
 from .statedir import StateDirBusy, locked_state_dirs
@@ -99,6 +100,7 @@ def daemon_main(spec: DaemonSpec[C], argv: list[str] | None = None) -> int:
     in ``spec.fatal`` (an unreadable key, a port in use), exits 1 with one log line.
     """
     os.umask(DAEMON_UMASK)  # first: before anything (a log, a key, a database) can be created
+    keep_large_buffers()
     parser = argparse.ArgumentParser(prog=spec.prog, description=spec.description)
     parser.add_argument("-c", "--config-dir", type=Path, default=spec.default_config_dir,
                         help=f"holds {spec.config_file}")

@@ -21,15 +21,14 @@ from __future__ import annotations
 import hmac
 import os
 
-from .crypto import SESSION_KEY_SIZE, PeerCipher, SessionCipher
+from .crypto import CIPHER_OVERHEAD, SESSION_KEY_SIZE, PeerCipher, SessionCipher
 from .envelope import NONCE_SIZE
 from .errors import UndecryptableBody
 
 PRIVATE_JOB_KIND = "job.private"
 # Domain separation: a wrapped job key can never be mistaken for a request-channel body.
 WRAP_CONTEXT = b"saltmarsh/job-key/1"
-# XSalsa20-Poly1305 adds a 24-byte nonce and a 16-byte tag to the wrapped plaintext.
-WRAPPED_SIZE = 24 + 16 + len(WRAP_CONTEXT) + SESSION_KEY_SIZE + NONCE_SIZE
+WRAPPED_SIZE = CIPHER_OVERHEAD + len(WRAP_CONTEXT) + SESSION_KEY_SIZE + NONCE_SIZE
 
 
 def new_job_key() -> bytes:
@@ -38,7 +37,7 @@ def new_job_key() -> bytes:
 
 
 def job_cipher(job_key: bytes) -> SessionCipher:
-    """The SecretBox that seals (and opens) the body of one job."""
+    """The cipher that seals (and opens) the body of one job."""
     return SessionCipher(job_key)
 
 

@@ -172,7 +172,7 @@ class Job(Message, frozen=True):
 # ---- the image file server (master:// images), request channel, Box -------------------
 
 FilePath = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
-MAX_CHUNK = 1024 * 1024
+MAX_CHUNK = 2 * 1024 * 1024
 
 
 class FileStat(Message, frozen=True):
@@ -183,7 +183,7 @@ class FileStat(Message, frozen=True):
 
 
 class FileInfo(Message, frozen=True):
-    """Master -> agent: size, sha256 of the whole, and the sha256 of every chunk."""
+    """Master -> agent: size, sha256 of the whole, and the BLAKE3 digest of every chunk (``chunk_digest``)."""
 
     KIND: ClassVar[str] = "file_info"
     path: FilePath

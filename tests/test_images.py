@@ -93,18 +93,18 @@ def test_a_chunk_changed_after_the_manifest_aborts_the_fetch_and_leaves_nothing(
         served: tuple[Cluster, Path], tmp_path: Path) -> None:
     cluster, root = served
     image = root / "images" / "rewritten.img"
-    image.write_bytes(os.urandom(3 * 1024 * 1024 + 7))
+    image.write_bytes(os.urandom(3 * fileserver.CHUNK_SIZE + 7))
     run(cluster, "virt.cache_image", "master://images/rewritten.img")
     for cached in (tmp_path / "cache").iterdir():
         cached.unlink()
     before = image.stat()
     with image.open("r+b") as handle:  # rewritten in place: same size, same mtime, so the manifest is kept
-        handle.seek(1024 * 1024 + 10)
+        handle.seek(fileserver.CHUNK_SIZE + 10)
         handle.write(b"not what the manifest says")
     os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
     result = run(cluster, "virt.cache_image", "master://images/rewritten.img", ok=False)
     assert result["error"]["type"] == "ImageFetchError"
-    assert "chunk 1 of images/rewritten.img does not match its sha256" in result["error"]["message"]
+    assert "chunk 1 of images/rewritten.img does not match its digest" in result["error"]["message"]
     assert list((tmp_path / "cache").iterdir()) == []
 
 
@@ -256,3 +256,23 @@ def test_a_manifest_whose_chunks_do_not_cover_the_file_is_refused(image: Path, m
         images.chunk_lengths(short)
     assert len(images.chunk_lengths(stat_reply)) == 41
     assert images.chunk_lengths(stat_reply)[-1] == CHUNK // 2
+
+
+@pytest.mark.timeout(60)
+def test_a_cache_disk_too_small_fails_before_any_chunk_and_leaves_nothing(
+        image: Path, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem for the cache needs root")
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    master = StandInMaster(tmp_path / "root")
+    try:
+        cache = ImageCache(small / "cache", "hv1", master.request, lambda tag, data: None)
+        with pytest.raises(ImageFetchError, match=r"disk\.img: cannot reserve 2654208 bytes in the image cache"):
+            cache.fetch("master://disk.img")
+        assert master.reads == 0, "chunks were fetched for a file that could never fit"
+        assert list((small / "cache").iterdir()) == []
+    finally:
+        master.close()
+        subprocess.run(["umount", str(small)], check=True)

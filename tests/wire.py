@@ -8,7 +8,6 @@ end refuses exactly that. Nothing here replaces a part of saltmarsh.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,7 +24,17 @@ import zmq
 from saltmarsh.pki.keys import Identity, curve_public
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.crypto import PeerCipher, SessionKey
-from saltmarsh.protocol.envelope import NONCE_SIZE, Header, Outer, SignedHeader, parse_outer, seal, sign_frame, verify
+from saltmarsh.protocol.digest import digest
+from saltmarsh.protocol.envelope import (
+    NONCE_SIZE,
+    Header,
+    Outer,
+    SignedHeader,
+    parse_outer,
+    seal,
+    sign_frame,
+    verify,
+)
 from saltmarsh.protocol.jids import new_jid
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import (
@@ -95,7 +104,7 @@ def handmade_frame(identity: Identity, sender: str, kind: str, body: bytes, *, t
                    present_key: bool = False) -> tuple[bytes, bytes]:
     """Like envelope.seal, but with the timestamp (and nonce) chosen by the caller."""
     nonce = nonce or os.urandom(NONCE_SIZE)
-    header = SignedHeader(PROTOCOL_VERSION, kind, sender, ts, nonce, reply_to, key_id, hashlib.sha256(body).digest())
+    header = SignedHeader(PROTOCOL_VERSION, kind, sender, ts, nonce, reply_to, key_id, digest(body))
     return sign_frame(identity, header, body, present_key=present_key), nonce
 
 
