@@ -12,10 +12,11 @@ import zmq.asyncio
 from saltmarsh.pki.keys import Identity, fingerprint, seal_to
 from saltmarsh.protocol.crypto import SessionKey
 from saltmarsh.protocol.daemon import cancel_and_wait
-from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Message, Refused, Welcome
+from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, InventoryCheck, Message, Refused, Welcome
 from saltmarsh.protocol.transport import tcp_endpoint
 from saltmarsh.protocol.version import VERSION
 
+from .backoff import heartbeat_wait, jittered
 from .channel import RequestClient
 from .config import AgentConfig
 from .errors import AgentError, MasterUnavailable, NotAuthenticated
@@ -35,6 +36,8 @@ from .virt.images import ImageCache
 log = logging.getLogger(__name__)
 
 DEFAULT_HEARTBEAT = 10.0
+# After a heartbeat got no answer, the hello that follows waits 0 to 2x this long (agent/backoff.py).
+HELLO_SPREAD_SECONDS = 0.5
 
 
 class Agent:
@@ -159,7 +162,7 @@ class Agent:
             if self.config.join_token and not knew_master and self.trust.key is not None:
                 continue  # now the token can be sealed to the master's key: present it at once
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.accepted.wait(), self.config.auth_retry_seconds)
+                await asyncio.wait_for(self.accepted.wait(), jittered(self.config.auth_retry_seconds))
                 if self.subscriber.key_id:
                     return
 
@@ -185,8 +188,6 @@ class Agent:
         if not self.accepted.is_set():
             log.info("accepted by the master; ready for jobs")
             self._beat_now.set()  # tell the master at once that we are up
-            # A full inventory on every (re)acceptance keeps the master's view of this host fresh.
-            asyncio.get_running_loop().run_in_executor(None, self.watcher.push_inventory)
         self.subscriber.set_session(SessionKey(welcome.session_key))
         self.accepted.set()
         return True
@@ -196,6 +197,10 @@ class Agent:
             self._apply_welcome(message)
         elif isinstance(message, Refused):
             self._lost_acceptance(message.reason)
+        elif isinstance(message, InventoryCheck):
+            # The master's digest of this host (master/resync.py): the full inventory goes back only
+            # if ours differs. Taking it may mean libvirt calls, so not on the loop.
+            asyncio.get_running_loop().run_in_executor(None, self.watcher.answer_check, message.digest)
 
     def _lost_acceptance(self, reason: str) -> None:
         if self.accepted.is_set():
@@ -220,7 +225,7 @@ class Agent:
         while True:
             await self.accepted.wait()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._beat_now.wait(), self._heartbeat)
+                await asyncio.wait_for(self._beat_now.wait(), heartbeat_wait(self._heartbeat))
             self._beat_now.clear()
             try:
                 reply = await self.send(Heartbeat(key_id=self.subscriber.key_id))
@@ -231,7 +236,9 @@ class Agent:
                 if failures == 1:
                     log.warning("master stopped answering heartbeats (%s)", exc)
                 await self.channel.reset()
-                # A master that lost our key answers no heartbeat, but it does answer a hello.
+                # A master that lost our key answers no heartbeat, but it does answer a hello; the
+                # fleet that lost it at the same moment says hello spread over a second, not at once.
+                await asyncio.sleep(jittered(HELLO_SPREAD_SECONDS, 1.0))
                 self._reauth.set()
                 continue
             if failures:

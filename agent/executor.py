@@ -135,7 +135,10 @@ class Executor:
                         "its result is dropped", entry.job.jid, entry.outcome, time.monotonic() - entry.clock)
             self._table.discard(entry)
             return None
-        return ret, self._spool_return(ret)
+        spooled = self._spool_return(ret)
+        # What a test waits for to know a return is the agent's to deliver (a master away meanwhile).
+        log.debug("job %s finished; its return is %s", entry.job.jid, "spooled" if spooled else "in memory")
+        return ret, spooled
 
     async def _give_up(self, entry: JobEntry, lane: Lane, item: WorkItem, work: asyncio.Future[Any]) -> None:
         """Free the slot of a job that timed out or was killed, and answer for it."""

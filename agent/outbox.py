@@ -49,6 +49,7 @@ from typing import Any
 from saltmarsh.protocol.codec import encode
 from saltmarsh.protocol.messages import Ack, AgentEvent, Events, JobReturn, Message, Returns
 
+from .backoff import jittered
 from .errors import AgentError, SpoolError
 from .spool import Spool
 
@@ -98,13 +99,13 @@ class ReturnOutbox:
                 reply = await send(Returns(returns=batch))
             except AgentError as exc:
                 log.warning("%d returns not delivered yet (%s); retrying", len(batch), exc)
-                await asyncio.sleep(RETRY_SECONDS)
+                await asyncio.sleep(jittered(RETRY_SECONDS))
                 continue
             if isinstance(reply, Ack):
                 self._acknowledged(reply.jids)
             else:
                 log.warning("the master answered returns with %s, not an Ack; retrying", reply.KIND)
-                await asyncio.sleep(RETRY_SECONDS)
+                await asyncio.sleep(jittered(RETRY_SECONDS))
 
     def _batch(self) -> list[JobReturn]:
         try:
@@ -351,7 +352,7 @@ class EventOutbox:
                     return
                 why = f"the master answered {reply.KIND}"
             self._not_acknowledged(number, batch, why)
-            await asyncio.sleep(RETRY_SECONDS)
+            await asyncio.sleep(jittered(RETRY_SECONDS))
         finally:
             self._sending -= 1
             self._slot_free.set()

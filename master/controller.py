@@ -14,12 +14,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from saltmarsh.protocol.jobcontrol import KILLED, TIMED_OUT
 from saltmarsh.protocol.messages import Target
 from saltmarsh.protocol.redaction import redact
 from saltmarsh.protocol.tags import agent_tag
 
 from .errors import CommandError
-from .eventbus import Event, EventBus
+from .eventbus import EventBus
 from .inventory import Hypervisor, Inventory
 from .jobs import JobRouter
 from .keys import KeyManager
@@ -82,16 +83,6 @@ class Controller:
         self._placement = placement
         self._jobs = jobs
         self._presence = presence
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def on_agent_up(self, event: Event) -> None:
-        """An agent came up: ask it for a full snapshot so the inventory is never stale."""
-        agent_id = event.tag.split("/")[2]
-        if self._keys.is_guest(agent_id):
-            return  # a guest's libvirt (if any) is none of the inventory's business
-        task = asyncio.get_running_loop().create_task(self._resync(agent_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _resync(self, agent_id: str) -> None:
         try:
@@ -106,6 +97,11 @@ class Controller:
             log.warning("inventory resync of %s: no answer within %.0f s", agent_id, RESYNC_TIMEOUT)
         elif ret["success"]:
             self._inventory.apply_snapshot(agent_id, {"available": True, **ret["result"]})
+        elif ret["error"]["type"] in (TIMED_OUT, KILLED):
+            # The agent gave up on the job (a slow or wedged libvirt), which says nothing of whether
+            # libvirt is there: what the inventory holds stays, and the next resync tries again.
+            log.warning("inventory resync of %s: %s (the inventory keeps what it had)", agent_id,
+                        ret["error"]["message"])
         else:
             self._inventory.apply_snapshot(agent_id, {"available": False, "error": ret["error"]["message"]})
 

@@ -1,9 +1,10 @@
 """The master's view of every hypervisor and its VMs, kept from what agents push.
 
 Fed by events, never by polling every hypervisor at every call (as Salt's
-runner does): a full snapshot when an agent comes up (the master asks for
-``virt.full_info``) or reconnects to libvirt (the agent pushes it), then
-libvirt's own lifecycle events, each carrying the VM's current info.
+runner does): a full snapshot when an agent comes up and its own differs from
+what the master holds (master/resync.py compares digests first,
+protocol/inventory.py) or when it reconnects to libvirt (the agent pushes it),
+then libvirt's own lifecycle events, each carrying the VM's current info.
 What a guest agent (one that joined by token, master/tokens.py) pushes is
 ignored: it is not a hypervisor until the operator makes it one. Persisted
 in the job cache's database, so a restarted master knows where every VM is.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from saltmarsh.protocol.codec import decode, encode
+from saltmarsh.protocol.inventory import inventory_digest
 
 from .eventbus import Event
 from .jobcache import JobCache
@@ -76,6 +78,8 @@ class Inventory:
         db = cache.db
         db.executescript(SCHEMA)
         self._hosts: dict[str, Hypervisor] = {}
+        self._digests: dict[str, bytes] = {}  # of each host as held now; dropped at every change
+        self.snapshots = 0  # full snapshots applied since start
         for agent_id, node, available, error, maintenance, updated in db.execute("SELECT * FROM hypervisors"):
             self._hosts[agent_id] = Hypervisor(agent_id, decode(node, dict[str, Any]), bool(available), error,
                                                bool(maintenance), updated)
@@ -90,6 +94,18 @@ class Inventory:
     def get(self, agent_id: str) -> Hypervisor | None:
         """One hypervisor, or None."""
         return self._hosts.get(agent_id)
+
+    def digest(self, agent_id: str) -> bytes:
+        """The digest of what is held of ``agent_id`` (protocol/inventory.py); b"" if nothing is."""
+        cached = self._digests.get(agent_id)
+        if cached is not None:
+            return cached
+        host = self._hosts.get(agent_id)
+        if host is None:
+            return b""
+        value = self._digests[agent_id] = inventory_digest(
+            {"available": host.available, "node_info": host.node, "vm_info": host.vms})
+        return value
 
     def locate(self, vm: str) -> list[str]:
         """The hypervisors that hold a VM of this name (normally one)."""
@@ -112,6 +128,8 @@ class Inventory:
                      agent_id)
             return
         host = self._hosts.setdefault(agent_id, Hypervisor(agent_id))
+        self._digests.pop(agent_id, None)
+        self.snapshots += 1
         host.available = bool(snapshot.get("available", "node_info" in snapshot))
         host.error = str(snapshot.get("error", ""))
         if host.available:
@@ -127,6 +145,7 @@ class Inventory:
 
     def _apply_domain(self, agent_id: str, vm: str, what: str, data: dict[str, Any]) -> None:
         host = self._hosts.setdefault(agent_id, Hypervisor(agent_id))
+        self._digests.pop(agent_id, None)
         info = data.get("info")
         with self._cache.transaction() as db:
             migrated_away = what == "stopped" and data.get("detail") == "migrated"
@@ -156,6 +175,7 @@ class Inventory:
     def forget(self, agent_id: str) -> None:
         """Drop a hypervisor whose key was deleted."""
         self._hosts.pop(agent_id, None)
+        self._digests.pop(agent_id, None)
         with self._cache.transaction() as db:
             db.execute("DELETE FROM vms WHERE agent_id = ?", (agent_id,))
             db.execute("DELETE FROM hypervisors WHERE agent_id = ?", (agent_id,))

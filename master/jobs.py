@@ -17,6 +17,7 @@ import msgspec
 
 from saltmarsh.pki.keystore import KeyState
 from saltmarsh.protocol.jids import new_jid
+from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS
 from saltmarsh.protocol.messages import Ack, Job, JobReturn, Returns, Target
 from saltmarsh.protocol.redaction import holds_secret, redact
 from saltmarsh.protocol.tags import job_new_tag, job_ret_tag
@@ -48,10 +49,15 @@ class JobRouter:
         self._waiters: dict[str, Callable[[dict[str, Any]], None]] = {}
 
     def expected_agents(self, target: Target) -> list[str]:
-        """Accepted agents the target names (labels as last reported by each agent)."""
+        """Accepted agents the target names (labels as last reported by each agent), sorted."""
+        store = self._keys.store
+        if target.kind in ("id", "list"):
+            # Looked up, not matched against every key: the master's own jobs for one agent (and
+            # ``ask`` for every agent that is up) would otherwise cost O(fleet) each.
+            return sorted({agent_id for agent_id in target.ids if store.accepted_key(agent_id) is not None})
         return [
             agent_id
-            for agent_id in self._keys.store.ids(KeyState.ACCEPTED)
+            for agent_id in store.ids(KeyState.ACCEPTED)
             if matches(target, agent_id, self._presence.labels(agent_id))
         ]
 
@@ -97,7 +103,10 @@ class JobRouter:
     ) -> tuple[str, dict[str, dict[str, Any]]]:
         """Run a job for the master's own use and wait for the returns (or the timeout).
 
-        The returns come whole, secrets included: the caller decides what it shows.
+        ``timeout`` is the job's deadline on each agent; the wait lasts RETURN_GRACE_SECONDS
+        longer, so that an agent's own TimedOut return (sent at the deadline) is among the
+        returns rather than lost in a race with it. The returns come whole, secrets included:
+        the caller decides what it shows.
         """
         job, expected = self.prepare(fun, target, [], kwargs, timeout)
         returns: dict[str, dict[str, Any]] = {}
@@ -112,7 +121,7 @@ class JobRouter:
         try:
             await self.submit(job, expected)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(complete.wait(), timeout)
+                await asyncio.wait_for(complete.wait(), timeout + RETURN_GRACE_SECONDS)
         finally:
             del self._waiters[job.jid]
         return job.jid, returns

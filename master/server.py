@@ -11,7 +11,18 @@ from saltmarsh.pki.ca import CertificateAuthority
 from saltmarsh.pki.keys import Identity, encode_public_key
 from saltmarsh.pki.keystore import KeyStore
 from saltmarsh.protocol.daemon import cancel_and_wait
-from saltmarsh.protocol.messages import CertRequest, CrlRequest, Events, FileRead, FileStat, Heartbeat, Hello, Returns
+from saltmarsh.protocol.messages import (
+    CertRequest,
+    CrlRequest,
+    Events,
+    FileRead,
+    FileStat,
+    Heartbeat,
+    Hello,
+    Message,
+    Returns,
+    Welcome,
+)
 
 from .agent_events import AgentEventRelay
 from .certificates import CertificateService
@@ -28,7 +39,8 @@ from .migration import Migrations
 from .placement import Placement
 from .presence import Presence
 from .publisher import Publisher, SessionKeys
-from .request_channel import RequestChannel
+from .request_channel import Request, RequestChannel
+from .resync import InventoryChecks
 from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -67,9 +79,10 @@ class Master:
                                      SeedAddresses(config.seed.master_address, config.interface), self.bus)
         self.migrations = Migrations(self.controller, self.inventory, self.presence, self.bus, config.virt)
         self.bus.subscribe("saltmarsh/virt/", self.inventory.on_event)
-        self.bus.subscribe("saltmarsh/agent/*/up", self.controller.on_agent_up)
+        self.resync = InventoryChecks(self.inventory, self.presence, self.keys, self.channel)
+        self.bus.subscribe("saltmarsh/agent/*/up", self.resync.on_agent_up)
         self.bus.subscribe("saltmarsh/key/*/deleted", lambda e: self.inventory.forget(e.data["id"]))
-        self.channel.on(Hello.KIND, self.keys.on_hello)
+        self.channel.on(Hello.KIND, self._on_hello)
         self.channel.on(Heartbeat.KIND, self.keys.on_heartbeat)
         self.channel.on(Returns.KIND, self.jobs.on_returns)
         self.channel.on(Events.KIND, self.relay.on_events)
@@ -98,6 +111,7 @@ class Master:
             asyncio.create_task(self.channel.serve(), name="request-channel"),
             asyncio.create_task(self.control.serve(), name="control"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
+            asyncio.create_task(self.resync.serve(), name="inventory-checks"),
         ]
         try:
             await stop.wait()
@@ -105,6 +119,14 @@ class Master:
             await cancel_and_wait(tasks)
             self.close()
         log.info("master stopped")
+
+    async def _on_hello(self, req: Request) -> Message:
+        reply = await self.keys.on_hello(req)
+        if isinstance(reply, Welcome) and reply.state == "accepted":
+            # A hello from an accepted agent is one that started, or lost the master: what it holds
+            # may differ even if it never counted as down here (a quick restart).
+            self.resync.queue(req.agent_id)
+        return reply
 
     async def _housekeeping(self) -> None:
         purge_every = max(1, int(60 / HOUSEKEEPING_SECONDS))

@@ -138,6 +138,18 @@ class Ack(Message, frozen=True):
     key_id: Annotated[bytes, msgspec.Meta(max_length=16)] = b""
 
 
+class InventoryCheck(Message, frozen=True):
+    """Master -> agent, Box, pushed: the digest of the inventory the master holds of this hypervisor.
+
+    Sent when the agent comes up (protocol/inventory.py); the agent pushes its full inventory
+    (the ``saltmarsh/virt/<agent>/inventory`` event) only if its own digest differs. An empty
+    digest means the master holds nothing of it.
+    """
+
+    KIND: ClassVar[str] = "inventory_check"
+    digest: Annotated[bytes, msgspec.Meta(max_length=32)] = b""
+
+
 class Refused(Message, frozen=True):
     """Master -> agent, Box: the request was refused; the agent must authenticate again."""
 
@@ -258,5 +270,5 @@ REQUEST_KINDS: dict[str, type[Message]] = {
     m.KIND: m for m in (Hello, Heartbeat, Returns, Events, FileStat, FileRead, CertRequest, CrlRequest)
 }
 REPLY_KINDS: dict[str, type[Message]] = {
-    m.KIND: m for m in (Welcome, Ack, Refused, FileInfo, FileData, Failed, CertIssued, CrlData)
+    m.KIND: m for m in (Welcome, Ack, Refused, InventoryCheck, FileInfo, FileData, Failed, CertIssued, CrlData)
 }

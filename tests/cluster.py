@@ -193,6 +193,13 @@ class Cluster:
         """Run a CLI command with --json and parse its output."""
         return json.loads(self.cli(*args, "--json").stdout)
 
+    def subscriptions(self) -> int:
+        """How many event subscriptions the master holds now (``master.ping``): a subscriber's handshake."""
+        from saltmarsh.master.client import MasterClient
+
+        with MasterClient.from_config_dir(self.master_dir) as client:
+            return int(client.call("master.ping")["subscriptions"])
+
     def pending(self) -> list[str]:
         """Ids whose keys are pending."""
         return list(self.cli_json("key", "list")["pending"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 from saltmarsh.protocol.jids import new_jid
@@ -42,7 +41,9 @@ def test_return_of_a_job_survives_a_master_crash(cluster: Cluster) -> None:
     cluster.master.stop(9)  # kill -9 while the agent is still sleeping
     runner.kill()
     runner.wait()
-    time.sleep(2.5)  # the job finishes while no master listens; the agent keeps its return
+    # The job finishes while no master listens; the agent keeps its return (and says so).
+    wait_until(lambda: f"job {jid} finished; its return is spooled" in cluster.agents["hv1"].log(),
+               what="the job to finish with no master")
     cluster.start_master()
     shown = wait_until(
         lambda: (j := cluster.cli_json("job", "show", jid))["returns"] and j, timeout=20, what="the late return"

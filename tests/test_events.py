@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 from .cluster import BIN, Cluster, EventRecorder, wait_until
 
-# A subscriber started as a separate process is live once it has its reply; tests give it this
-# long before raising the events it must see.
-SUBSCRIBE_GRACE = 0.7
-
 
 def _stream(cluster: Cluster, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    """``saltmarsh events`` in a process of its own, returned once the master holds its subscription."""
+    before = cluster.subscriptions()
+    proc = subprocess.Popen(
         [str(BIN / "saltmarsh"), "-c", str(cluster.master_dir), "events", "--json", *args],
         stdout=subprocess.PIPE, text=True,
     )
+    wait_until(lambda: cluster.subscriptions() > before, what="the subscriber's subscription")
+    return proc
 
 
 def _tags(proc: subprocess.Popen[str], timeout: float = 20) -> list[str]:
@@ -28,7 +27,6 @@ def _tags(proc: subprocess.Popen[str], timeout: float = 20) -> list[str]:
 
 def test_key_agent_and_job_events_stream_in_order(cluster: Cluster) -> None:
     watcher = _stream(cluster, "saltmarsh/", "--idle-timeout", "3")
-    time.sleep(SUBSCRIBE_GRACE)
     cluster.start_agents("hv1")
     jid = cluster.cli_json("job", "list")[0]["jid"]
     cluster.cli("key", "delete", "hv1")
@@ -49,7 +47,6 @@ def test_key_agent_and_job_events_stream_in_order(cluster: Cluster) -> None:
 def test_glob_subscription_and_count(cluster: Cluster) -> None:
     cluster.start_agents("hv1", "hv2")
     watcher = _stream(cluster, "saltmarsh/job/*/ret/*", "--count", "2")
-    time.sleep(SUBSCRIBE_GRACE)
     cluster.cli("run", "*", "test.ping")
     tags = _tags(watcher)
     assert len(tags) == 2 and all("/ret/" in t for t in tags)
@@ -79,7 +76,6 @@ def test_agent_fires_its_own_events_but_not_the_masters(cluster: Cluster) -> Non
 def test_many_events_all_arrive_in_batches(cluster: Cluster) -> None:
     cluster.start_agents("hv1")
     watcher = _stream(cluster, "bulk/", "--count", "5000")
-    time.sleep(SUBSCRIBE_GRACE)
     assert cluster.cli_json("run", "hv1", "test.fire_events", "5000", "tag=bulk/e") == {"hv1": 5000}
     out, _ = watcher.communicate(timeout=30)
     numbers = [json.loads(line)["data"]["n"] for line in out.splitlines()]

@@ -121,8 +121,10 @@ def test_networks_and_pools(hv: Cluster, tmp_path: Path) -> None:
 def test_libvirt_lifecycle_events_and_inventory_reach_the_bus(hv: Cluster) -> None:
     recorder = EventRecorder(hv, "saltmarsh/virt/hv1/")
     recorder.ready("hv1", "saltmarsh/virt/hv1/probe")
-    hv.cli("key", "reject", "hv1")
-    hv.cli("key", "accept", "hv1")  # re-acceptance makes the agent push a full inventory
+    # Deleted, the key takes the master's inventory of hv1 with it: accepted again, the agent finds
+    # its inventory's digest differs from the master's (empty) one and pushes the full inventory.
+    hv.cli("key", "delete", "hv1")
+    hv.accept("hv1")
     run(hv, "virt.init", "name=ev1", "cpus=1", "memory_mib=128")
     run(hv, "virt.pause", "ev1")
     run(hv, "virt.resume", "ev1")

@@ -83,10 +83,29 @@ def call(name: str, ctx: FunctionContext, args: list[Any], kwargs: dict[str, Any
     if fn is None:
         raise FunctionError(f"no function {name!r} on this agent (see sys.list_functions)")
     try:
-        inspect.signature(fn).bind(ctx, *args, **kwargs)
+        _signature(name, fn).bind(ctx, *args, **kwargs)
     except TypeError as exc:
         raise FunctionError(f"{name}{usage(name)}: {exc}") from exc
-    return fn(ctx, *args, **kwargs)
+    if not name.startswith(VIRT_FAMILY):
+        return fn(ctx, *args, **kwargs)
+    try:
+        return fn(ctx, *args, **kwargs)
+    finally:
+        # A virt function may have changed the VMs, even one that failed half-way: the next
+        # inventory check recomputes instead of trusting the digest of the last one.
+        ctx.libvirt.touch()
+
+
+VIRT_FAMILY = "virt."
+_SIGNATURES: dict[str, inspect.Signature] = {}
+
+
+def _signature(name: str, fn: Function) -> inspect.Signature:
+    # inspect.signature costs tens of microseconds; a thousand swarm agents each pay it per ping.
+    found = _SIGNATURES.get(name)
+    if found is None:
+        found = _SIGNATURES[name] = inspect.signature(fn)
+    return found
 
 
 def usage(name: str) -> str:

@@ -29,19 +29,37 @@ class LibvirtHost:
         self._conn: Any = None
         self._lock = threading.Lock()
         self._open_hooks: list[Callable[[Any], None]] = []
+        self._busy_hooks: list[Callable[[], None]] = []
         self._calls: dict[int, tuple[float, Any]] = {}  # in flight: (started, connection)
         self._calls_lock = threading.Lock()
         self._call_ids = itertools.count()
+        self._change_ids = itertools.count(1)
         self.replaced = 0  # wedged connections given up on since start
+        # Bumped whenever what libvirt holds here may have changed (touch()): a number an inventory
+        # taken earlier can be compared with to know it may be stale (agent/virt/events.py).
+        self.changes = 0
 
     def on_open(self, hook: Callable[[Any], None]) -> None:
         """Call ``hook(conn)`` on every newly opened connection (event registration)."""
         self._open_hooks.append(hook)
 
+    def on_busy(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` whenever a call starts with none in flight (the watchdog wakes then, not on a timer)."""
+        self._busy_hooks.append(hook)
+
+    def in_flight(self) -> bool:
+        """True while a call made through ``call`` has not returned."""
+        return bool(self._calls)
+
+    def touch(self) -> None:
+        """Note that what libvirt holds here may have changed (any thread)."""
+        self.changes = next(self._change_ids)  # itertools.count is atomic; the assignment too
+
     def forget(self) -> None:
         """Drop a connection libvirt told us is closed; the next call opens a new one."""
         with self._lock:
             self._conn = None
+        self.touch()
 
     def __enter__(self) -> LibvirtHost:
         return self
@@ -62,6 +80,7 @@ class LibvirtHost:
             except libvirt.libvirtError as exc:
                 raise LibvirtFailure(f"open {self.uri}", exc.get_error_message()) from exc
             log.info("libvirt connection to %s open", self.uri)
+            self.touch()  # libvirtd may have restarted, with other VMs than before
             keep_alive(self._conn)
             for hook in self._open_hooks:
                 try:
@@ -84,6 +103,10 @@ class LibvirtHost:
         call_id = next(self._call_ids)
         with self._calls_lock:
             self._calls[call_id] = (time.monotonic(), conn)
+            first = len(self._calls) == 1
+        if first:
+            for hook in self._busy_hooks:
+                hook()
         try:
             yield conn
         except libvirt.libvirtError as exc:

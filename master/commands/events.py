@@ -51,4 +51,5 @@ async def ping(ctx: CommandContext, args: dict[str, Any]) -> dict[str, Any]:
     master = ctx.master
     return {"fingerprint": master.identity.fingerprint, "events": master.bus.published,
             "rejected_frames": master.channel.rejected, "requests": dict(master.channel.handled),
-            "subscriptions": master.bus.subscriptions}
+            "subscriptions": master.bus.subscriptions, "up": len(master.presence.up_agents()),
+            "resync": master.resync.status()}
