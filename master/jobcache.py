@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS event_marks (
 """
 
 
+# What storing one agent's returns gave: the returns that were new, and jids it was never sent.
+ReturnsAdded = tuple[list[JobReturn], list[str]]
+
+
 @dataclass(frozen=True)
 class JobRecord:
     """A job as stored, with who was expected to answer."""
@@ -93,26 +97,33 @@ class JobCache:
             )
             self._db.executemany("INSERT INTO expected VALUES (?, ?)", [(job.jid, a) for a in expected])
 
-    def add_returns(self, agent_id: str, returns: list[JobReturn]) -> tuple[list[JobReturn], list[str]]:
+    def add_returns(self, agent_id: str, returns: list[JobReturn]) -> ReturnsAdded:
         """Store returns; give back (those that were new, jids this agent was never sent).
 
         A duplicate (jid, agent) is ignored; a return for a job that did not expect
         this agent is refused, so no agent can write into another job's record.
         """
-        fresh: list[JobReturn] = []
-        unexpected: list[str] = []
+        return self.add_returns_many([(agent_id, returns)])[0]
+
+    def add_returns_many(self, batches: list[tuple[str, list[JobReturn]]]) -> list[ReturnsAdded]:
+        """``add_returns`` for several agents' batches, in one transaction (master/groupcommit.py)."""
         now = time.time()
         with self.transaction():
-            for ret in returns:
-                if self._db.execute("SELECT 1 FROM expected WHERE jid = ? AND agent_id = ?",
-                                    (ret.jid, agent_id)).fetchone() is None:
-                    unexpected.append(ret.jid)
-                    continue
-                cursor = self._db.execute(
-                    "INSERT OR IGNORE INTO returns VALUES (?, ?, ?, ?)", (ret.jid, agent_id, encode(ret), now)
-                )
-                if cursor.rowcount:
-                    fresh.append(ret)
+            return [self._add_returns(agent_id, returns, now) for agent_id, returns in batches]
+
+    def _add_returns(self, agent_id: str, returns: list[JobReturn], now: float) -> ReturnsAdded:
+        fresh: list[JobReturn] = []
+        unexpected: list[str] = []
+        for ret in returns:
+            if self._db.execute("SELECT 1 FROM expected WHERE jid = ? AND agent_id = ?",
+                                (ret.jid, agent_id)).fetchone() is None:
+                unexpected.append(ret.jid)
+                continue
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO returns VALUES (?, ?, ?, ?)", (ret.jid, agent_id, encode(ret), now)
+            )
+            if cursor.rowcount:
+                fresh.append(ret)
         return fresh, unexpected
 
     def get_job(self, jid: str) -> JobRecord | None:
@@ -201,4 +212,4 @@ def _job_from_row(row: tuple[Any, ...]) -> Job:
     )
 
 
-__all__ = ["AgentRecord", "JobCache", "JobRecord"]
+__all__ = ["AgentRecord", "JobCache", "JobRecord", "ReturnsAdded"]

@@ -25,6 +25,7 @@ from saltmarsh.protocol.targeting import describe, is_everyone, matches
 
 from .errors import CommandError
 from .eventbus import EventBus
+from .groupcommit import ReturnCommits
 from .jobcache import JobCache
 from .keys import KeyManager
 from .presence import Presence
@@ -45,6 +46,7 @@ class JobRouter:
         self._publisher = publisher
         self._presence = presence
         self._keys = keys
+        self._commits = ReturnCommits(cache)  # returns of one turn of the loop, in one transaction
         # jid -> who waits for its whole returns (run_and_wait); never the bus, which shows them redacted.
         self._waiters: dict[str, Callable[[dict[str, Any]], None]] = {}
 
@@ -88,7 +90,7 @@ class JobRouter:
         assert isinstance(req.body, Returns)
         self._presence.seen(req.agent_id, req.routing_id)
         whole = {ret.jid: ret for ret in req.body.returns}
-        fresh, unexpected = self._cache.add_returns(req.agent_id, [redacted_return(r) for r in req.body.returns])
+        fresh, unexpected = await self._commits.add(req.agent_id, [redacted_return(r) for r in req.body.returns])
         for jid in unexpected:
             log.warning("refused return from %s for job %s, which was not sent to it", req.agent_id, jid)
         for ret in fresh:

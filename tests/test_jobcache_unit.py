@@ -1,7 +1,11 @@
-"""The job cache (master/jobcache.py) in-process, on a real SQLite file: jobs, returns, agents, event marks."""
+"""The job cache (master/jobcache.py) in-process, on a real SQLite file: jobs, returns, agents, event marks.
+
+And the group commit of returns (master/groupcommit.py) over it.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -95,3 +99,25 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
         db.execute("INSERT INTO expected VALUES (?, ?)", (job.jid, "hv1"))
         raise RuntimeError("crash half-way")
     assert cache.add_returns("hv1", [_ret(job.jid)]) == ([], [job.jid])
+
+
+@pytest.mark.timeout(10)
+def test_returns_of_one_turn_of_the_loop_share_one_transaction(tmp_path: Path) -> None:
+    from saltmarsh.master.groupcommit import ReturnCommits
+
+    cache = JobCache(tmp_path / "c.sqlite")
+    job = _job()
+    cache.add_job(job, ["hv1", "hv2"])
+    commits = ReturnCommits(cache)
+
+    async def three_at_once() -> list[tuple[list[JobReturn], list[str]]]:
+        return list(await asyncio.gather(commits.add("hv1", [_ret(job.jid)]), commits.add("hv2", [_ret(job.jid)]),
+                                         commits.add("hv9", [_ret(job.jid)])))
+
+    results = asyncio.run(three_at_once())
+    assert [([r.jid for r in fresh], unexpected) for fresh, unexpected in results] == [
+        ([job.jid], []), ([job.jid], []), ([], [job.jid])]
+    assert commits.commits == 1
+    assert list(cache.returns(job.jid)) == ["hv1", "hv2"]
+    assert asyncio.run(commits.add("hv1", [_ret(job.jid)])) == ([], [])  # a later turn: a duplicate
+    assert commits.commits == 2
