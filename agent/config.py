@@ -12,13 +12,14 @@ import msgspec
 from saltmarsh.pki.errors import InvalidAgentId
 from saltmarsh.pki.ids import validate_agent_id
 from saltmarsh.pki.keys import decode_public_key
+from saltmarsh.protocol.bounds import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR_NAME
 from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
 from saltmarsh.protocol.errors import ConfigError
 from saltmarsh.protocol.limits import Limits
 
 from .virt.profiles import VirtConfig, VirtFile
 
-DEFAULT_CONFIG_DIR = Path("/etc/saltmarsh")
+DEFAULT_CONFIG_DIR = Path(DEFAULT_CONFIG_DIR_NAME)
 CONFIG_FILE = "agent.yaml"
 
 

@@ -9,10 +9,11 @@ from typing import Annotated
 import msgspec
 
 from saltmarsh.pki.ca_settings import CaSettings
+from saltmarsh.protocol.bounds import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR_NAME
 from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
 from saltmarsh.protocol.limits import Limits
 
-DEFAULT_CONFIG_DIR = Path("/etc/saltmarsh")
+DEFAULT_CONFIG_DIR = Path(DEFAULT_CONFIG_DIR_NAME)
 CONFIG_FILE = "master.yaml"
 
 

@@ -14,6 +14,7 @@ from saltmarsh.protocol.daemon import cancel_and_wait
 from saltmarsh.protocol.messages import CertRequest, CrlRequest, Events, FileRead, FileStat, Heartbeat, Hello, Returns
 
 from .agent_events import AgentEventRelay
+from .batch import Batches
 from .certificates import CertificateService
 from .config import MasterConfig
 from .control import ControlServer
@@ -58,6 +59,7 @@ class Master:
             max_pending_keys=config.max_pending_keys,
         )
         self.jobs = JobRouter(self.cache, self.bus, self.publisher, self.presence, self.keys)
+        self.batches = Batches(self.jobs, self.bus, self.presence)
         self.relay = AgentEventRelay(self.bus, self.presence, self.cache)
         self.inventory = Inventory(self.cache, self.keys.is_guest)
         placement = Placement(self.inventory, self.presence.is_up,
@@ -102,6 +104,7 @@ class Master:
         try:
             await stop.wait()
         finally:
+            await self.batches.close()
             await cancel_and_wait(tasks)
             self.close()
         log.info("master stopped")

@@ -38,6 +38,11 @@ def job_ret_tag(jid: str, agent_id: str) -> str:
     return f"{PREFIX}/job/{jid}/ret/{agent_id}"
 
 
+def batch_tag(batch: str, what: str, agent_id: str = "") -> str:
+    """saltmarsh/batch/<batch>/<start|ret|silent>/<agent>, or saltmarsh/batch/<batch>/done"""
+    return f"{PREFIX}/batch/{batch}/{what}/{agent_id}" if agent_id else f"{PREFIX}/batch/{batch}/{what}"
+
+
 def _allowed(char: str) -> bool:
     return "!" <= char <= "~"
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from saltmarsh.protocol.bounds import DEFAULT_CONFIG_DIR
 from saltmarsh.protocol.errors import ConfigError
 
-from ..config import DEFAULT_CONFIG_DIR
 from ..errors import MasterError
-from . import events, images, jobs, keys, pki, virt
+from . import agents, events, images, jobs, keys, pki, virt
 from .arguments import OneLineParser
 from .output import fail
 
@@ -23,9 +23,9 @@ from .output import fail
 def build_parser() -> OneLineParser:
     """The whole command tree."""
     parser = OneLineParser(prog="saltmarsh", description="Control a saltmarsh master.")
-    parser.add_argument("-c", "--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="holds master.yaml")
+    parser.add_argument("-c", "--config-dir", type=Path, default=Path(DEFAULT_CONFIG_DIR), help="holds master.yaml")
     sub = parser.add_subparsers(dest="command", required=True)
-    for family in (keys, jobs, events, virt, pki, images):
+    for family in (keys, agents, jobs, events, virt, pki, images):
         family.register(sub)
     return parser
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from saltmarsh.protocol.codec import to_builtins
 
-from ..client import MasterClient
 from .arguments import integer, seconds
+from .connect import connect
 from .output import clean, json_safe
 
 
@@ -35,7 +35,7 @@ def event_line(event: Any) -> str:
 def stream_events(args: argparse.Namespace) -> int:
     """Print events as they arrive."""
     seen = 0
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         for event in client.events(args.pattern, idle_timeout=args.idle_timeout):
             if args.json:
                 print(json.dumps(json_safe(to_builtins(event)), sort_keys=True, default=repr))

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import load_master_config
 from .output import clean, print_json
 
 if TYPE_CHECKING:
@@ -59,6 +58,8 @@ def image_build(args: argparse.Namespace) -> int:
     from saltmarsh.master.images import source
     from saltmarsh.master.images.build import BuildRequest, build, preflight
     from saltmarsh.master.images.recipe import check_name
+
+    from ..config import load_master_config
 
     # The arguments first (each refusal names the one at fault), then the host and its config.
     check_name(args.name)
@@ -114,6 +115,8 @@ def image_list(args: argparse.Namespace) -> int:
     """Print every image under the file roots."""
     from saltmarsh.master.fileserver import SERVED_RECORDS
     from saltmarsh.master.images.catalog import catalog
+
+    from ..config import load_master_config
 
     config = load_master_config(args.config_dir)
     entries = catalog(config.file_roots, config.root_dir / SERVED_RECORDS)  # reads the records even with no roots

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..client import MasterClient
-from ..config import load_master_config
+from .connect import connect
 from .output import clean, print_json
 
 
@@ -26,6 +25,8 @@ def pki_init(args: argparse.Namespace) -> int:
     # Imported here: cryptography costs every other CLI command 30 ms of start-up.
     from saltmarsh.pki.ca import CertificateAuthority
 
+    from ..config import load_master_config
+
     config = load_master_config(args.config_dir)
     summary = CertificateAuthority(config.ca_dir, config.ca).summary()
     print(f"CA {summary['subject']} in {config.ca_dir}, valid until {summary['not_after']}")
@@ -35,7 +36,7 @@ def pki_init(args: argparse.Namespace) -> int:
 
 def pki_status(args: argparse.Namespace) -> int:
     """Print the CA and every issued certificate."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         status = client.call("pki.status")
     if args.json:
         print_json(status)

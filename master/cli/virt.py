@@ -7,8 +7,8 @@ import re
 import sys
 from typing import Any
 
-from ..client import MasterClient
 from .arguments import integer, labels, seconds
+from .connect import connect
 from .output import clean, fail, print_json
 
 OPERATIONS = ("start", "shutdown", "stop", "reboot", "reset", "pause", "resume", "purge", "info", "vnc")
@@ -147,7 +147,7 @@ def _print_nested(data: dict[str, Any]) -> None:
 
 def host_info(args: argparse.Namespace) -> int:
     """Print every hypervisor's resources and state."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         hosts = client.call("virt.host_info")
     if args.json:
         print_json(hosts)
@@ -166,7 +166,7 @@ def host_info(args: argparse.Namespace) -> int:
 
 def list_vms(args: argparse.Namespace) -> int:
     """Print VMs per hypervisor."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         vms = client.call("virt.list")
     if args.json:
         print_json(vms)
@@ -180,7 +180,7 @@ def list_vms(args: argparse.Namespace) -> int:
 
 def query_vms(args: argparse.Namespace) -> int:
     """Print the inventory in the layout of Salt Virt's query."""
-    with MasterClient.from_config_dir(args.config_dir, reply_timeout=60) as client:
+    with connect(args.config_dir, reply_timeout=60) as client:
         result = client.call("virt.query", name=args.name)
     if args.json:
         print_json(result)
@@ -206,7 +206,7 @@ def init_vm(args: argparse.Namespace) -> int:
                "enable_qcow": args.enable_qcow, "enable_vnc": args.enable_vnc, "seed": args.seed,
                "master_address": args.master_address,
                "dry_run": args.dry_run, "timeout": args.timeout}
-    with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.timeout + 10) as client:
+    with connect(args.config_dir, reply_timeout=args.timeout + 10) as client:
         result = client.call("virt.init", **request)
     waits = args.seed and not args.no_wait and not args.dry_run
     if args.json:
@@ -243,7 +243,7 @@ def init_vm(args: argparse.Namespace) -> int:
 
 def _wait_joined(args: argparse.Namespace) -> Any:
     """Wait (on the master) for a seeded guest's own agent to come up."""
-    with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.join_timeout + 30) as client:
+    with connect(args.config_dir, reply_timeout=args.join_timeout + 30) as client:
         return client.call("virt.wait_joined", name=args.name, timeout=args.join_timeout)
 
 
@@ -267,7 +267,7 @@ def _print_decision(result: dict[str, Any]) -> None:
 
 def operate(args: argparse.Namespace) -> int:
     """Run an operation on a VM by name."""
-    with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.timeout + 10) as client:
+    with connect(args.config_dir, reply_timeout=args.timeout + 10) as client:
         result = client.call("virt.op", op=args.op, name=args.name, timeout=args.timeout)
     if args.json:
         print_json(result)
@@ -321,7 +321,7 @@ def migrate_vm(args: argparse.Namespace) -> int:
                "dry_run": args.dry_run, "timeout": args.timeout}
     progress = ProgressBar()
     try:
-        with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.timeout + 30) as client:
+        with connect(args.config_dir, reply_timeout=args.timeout + 30) as client:
             result = client.call_with_events("virt.migrate", progress, **request)
     finally:
         progress.end()
@@ -342,7 +342,7 @@ def migrate_vm(args: argparse.Namespace) -> int:
 
 def abort_migration(args: argparse.Namespace) -> int:
     """Abort a running migration."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         result = client.call("virt.migrate_abort", name=args.name)
     print(f"aborted the migration of {clean(result['vm'])} on {clean(result['source'])}")
     return 0
@@ -350,7 +350,7 @@ def abort_migration(args: argparse.Namespace) -> int:
 
 def set_maintenance(args: argparse.Namespace) -> int:
     """Put a hypervisor in or out of maintenance."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         result = client.call("host.maintenance", host=args.host, state=args.state)
     print(f"{clean(result['host'])}: maintenance {'on' if result['maintenance'] else 'off'}")
     return 0
@@ -358,7 +358,7 @@ def set_maintenance(args: argparse.Namespace) -> int:
 
 def set_role(args: argparse.Namespace) -> int:
     """Make an accepted agent a hypervisor or a guest."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         result = client.call("host.role", id=args.id, role=args.role)
     print(f"{clean(result['id'])}: {clean(result['role'])}")
     return 0
@@ -366,7 +366,7 @@ def set_role(args: argparse.Namespace) -> int:
 
 def show_console_log(args: argparse.Namespace) -> int:
     """Print the tail of a VM's serial console log."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         result = client.call("virt.console_log", name=args.name, lines=args.lines)
     if args.json:
         print_json(result)
