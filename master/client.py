@@ -32,9 +32,8 @@ from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS, TIMED_OUT
 from saltmarsh.protocol.messages import Target
 
 from .config import load_master_config
-from .control_messages import MAX_CONTROL_FRAME, BatchStarted, ControlReply, ControlRequest, JobStarted
+from .control_messages import MAX_CONTROL_FRAME, BatchStarted, ControlReply, ControlRequest, Event, JobStarted
 from .errors import CommandError, NotRunning
-from .eventbus import Event
 
 DEFAULT_REPLY_TIMEOUT = 10.0
 # zmq_poll takes its timeout as a C int of milliseconds: a longer wait is polled in slices.

@@ -14,16 +14,20 @@ import msgspec
 from saltmarsh.protocol.bounds import MAX_BATCH_COUNT
 from saltmarsh.protocol.jobcontrol import KillReport, RunningJob
 
-from .eventbus import Event
-
 MAX_CONTROL_FRAME = 1024 * 1024
 # libzmq drops a frame over its MAXMSGSIZE unread, with the connection, so nobody learns why;
 # it is set this far above our own limit so that the master reads, logs and answers a request
 # that is only too large, and the transport still drops a flood before Python allocates it.
 CONTROL_TRANSPORT_MAX = 2 * MAX_CONTROL_FRAME
-# Join tokens (saltmarsh key token --ttl): a token meant for a machine not built within a month
-# is better issued when it is.
-MAX_TOKEN_TTL = 30 * 24 * 3600.0
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One event of the master's bus: its tag, its data, when it happened, and which agent (if any) raised it."""
+
+    tag: str
+    data: Any
+    ts: float
+    agent: str = ""
 
 
 class ControlRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

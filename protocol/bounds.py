@@ -15,3 +15,6 @@ DEFAULT_CONFIG_DIR = "/etc/saltmarsh"
 # A batch (``run -b``): the most agents at once a count may name, and the longest pause after each.
 MAX_BATCH_COUNT = 2**31
 MAX_BATCH_PAUSE = 86_400.0
+# Join tokens (saltmarsh key token --ttl): a token meant for a machine not built within a month
+# is better issued when it is.
+MAX_TOKEN_TTL = 30 * 24 * 3600.0

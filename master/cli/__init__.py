@@ -9,30 +9,55 @@ the operating system's refusals (OSError: a file or socket we may not open).
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 
 from saltmarsh.protocol.bounds import DEFAULT_CONFIG_DIR
 from saltmarsh.protocol.errors import ConfigError
 
 from ..errors import MasterError
-from . import agents, events, images, jobs, keys, pki, virt
 from .arguments import OneLineParser
 from .output import fail
+from .table import HELP, MODULES
 
 
-def build_parser() -> OneLineParser:
-    """The whole command tree."""
+def build_parser(command: str | None = None) -> OneLineParser:
+    """The command tree: whole, or (``command`` given) whole only for the family that ``command`` is in.
+
+    The other commands are there by name and help alone, which is all ``saltmarsh --help`` and
+    argparse's "invalid choice" show of them, and their modules are not imported: building every
+    subcommand's arguments took a third of a ping's start-up. An unknown ``command`` gets the whole tree.
+    """
     parser = OneLineParser(prog="saltmarsh", description="Control a saltmarsh master.")
     parser.add_argument("-c", "--config-dir", type=Path, default=Path(DEFAULT_CONFIG_DIR), help="holds master.yaml")
     sub = parser.add_subparsers(dest="command", required=True)
-    for family in (keys, agents, jobs, events, virt, pki, images):
-        family.register(sub)
+    chosen = {MODULES[command]} if command in MODULES else set(MODULES.values())
+    registered: set[str] = set()
+    for name, module in MODULES.items():
+        if module not in chosen:
+            sub.add_parser(name, help=HELP[name])
+        elif module not in registered:  # the first command of a family registers them all, in this order
+            registered.add(module)
+            importlib.import_module(f"{__name__}.{module}").register(sub)
     return parser
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The command ``argv`` names (its first word that is neither an option nor -c's value), if any."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-c", "--config-dir"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``saltmarsh`` command."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_word(words)).parse_args(words)
     try:
         status: int = args.handler(args)
     except (MasterError, ConfigError) as exc:

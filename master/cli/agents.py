@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from typing import Any
 
 from .arguments import seconds, target_arguments
 from .connect import connect
 from .output import block, clean, fail, print_json
+from .table import HELP
 
 
 def register(sub: Any) -> None:
     """Add the ``agent`` command family."""
-    agent = sub.add_parser("agent", help="every known agent: key, up/down since when, labels, version, jobs")
+    agent = sub.add_parser("agent", help=HELP["agent"])
     actions = agent.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="every agent with a key, one line each")
     target_arguments(listing, "which agents (default: all)")
@@ -29,6 +29,8 @@ def register(sub: Any) -> None:
 
 
 def _when(ts: float | None) -> str:
+    import datetime
+
     if ts is None:
         return "-"
     return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .output import clean, print_json
+from .table import HELP
 
 if TYPE_CHECKING:
     from saltmarsh.master.images.recipe import Recipe
@@ -22,7 +23,7 @@ MiB = 1024 * 1024
 
 def register(sub: Any) -> None:
     """Add the ``image`` command family."""
-    image = sub.add_parser("image", help="bootable guest images in the master's file roots")
+    image = sub.add_parser("image", help=HELP["image"])
     actions = image.add_subparsers(dest="action", required=True)
     build = actions.add_parser("build", help="build a bootable Debian guest image (qcow2) with the agent inside",
                                description="Build NAME.qcow2 (with NAME.qcow2.sha256 and NAME.recipe.json) "

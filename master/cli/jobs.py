@@ -17,6 +17,7 @@ from saltmarsh.protocol.bounds import DEFAULT_RUN_TIMEOUT, MAX_BATCH_COUNT, MAX_
 from .arguments import integer, seconds, target_arguments
 from .connect import connect
 from .output import block, clean, fail, parse_value, print_json
+from .table import HELP
 
 if TYPE_CHECKING:
     from saltmarsh.protocol.messages import Target
@@ -31,7 +32,7 @@ MISSING_KEY = "_missing"
 
 def register(sub: Any) -> None:
     """Add ``run`` and the ``job`` command family."""
-    run = sub.add_parser("run", help="run a function on the targeted agents")
+    run = sub.add_parser("run", help=HELP["run"])
     run.add_argument("-L", "--list", dest="as_list", action="store_true", help="TARGET is a comma-separated id list")
     run.add_argument("-l", "--labels", dest="as_labels", action="store_true", help="TARGET is key=value,... labels")
     run.add_argument("--timeout", type=seconds(), default=DEFAULT_RUN_TIMEOUT,
@@ -50,7 +51,7 @@ def register(sub: Any) -> None:
     run.add_argument("function")
     run.add_argument("arguments", nargs="*", metavar="ARG", help="positional args and key=value kwargs")
     run.set_defaults(handler=run_job)
-    job = sub.add_parser("job", help="jobs in the job cache")
+    job = sub.add_parser("job", help=HELP["job"])
     actions = job.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="newest jobs first")
     listing.add_argument("--limit", type=integer(1), default=50)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 from typing import Any
 
-from ..control_messages import MAX_TOKEN_TTL
+from saltmarsh.protocol.bounds import MAX_TOKEN_TTL
+
 from .arguments import seconds
 from .connect import connect
 from .output import clean, fail, print_json
+from .table import HELP
 
 
 def register(sub: Any) -> None:
     """Add the ``key`` command family."""
-    key = sub.add_parser("key", help="list, accept, reject and delete agent keys")
+    key = sub.add_parser("key", help=HELP["key"])
     actions = key.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="keys by state")
     listing.add_argument("--json", action="store_true")
@@ -77,6 +78,8 @@ def key_change(args: argparse.Namespace) -> int:
 
 def key_token(args: argparse.Namespace) -> int:
     """Issue a join token and print the agent.yaml lines that use it."""
+    import datetime
+
     with connect(args.config_dir) as client:
         issued = client.call("key.token", id=args.id, ttl=args.ttl)
     if args.json:

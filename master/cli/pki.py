@@ -7,11 +7,12 @@ from typing import Any
 
 from .connect import connect
 from .output import clean, print_json
+from .table import HELP
 
 
 def register(sub: Any) -> None:
     """Add the ``pki`` command family."""
-    pki = sub.add_parser("pki", help="the CA that signs agents' libvirt TLS certificates")
+    pki = sub.add_parser("pki", help=HELP["pki"])
     actions = pki.add_subparsers(dest="action", required=True)
     init = actions.add_parser("init", help="create the CA now (the master also creates it on first start)")
     init.set_defaults(handler=pki_init)

@@ -10,6 +10,7 @@ from typing import Any
 from .arguments import integer, labels, seconds
 from .connect import connect
 from .output import clean, fail, print_json
+from .table import HELP
 
 OPERATIONS = ("start", "shutdown", "stop", "reboot", "reset", "pause", "resume", "purge", "info", "vnc")
 SIZE = re.compile(r"^(\d+)([MmGg]?)i?[Bb]?$")
@@ -18,7 +19,7 @@ RULE = "----------"
 
 def register(sub: Any) -> None:
     """Add the ``virt`` and ``host`` command families."""
-    virt = sub.add_parser("virt", help="hypervisors and their VMs")
+    virt = sub.add_parser("virt", help=HELP["virt"])
     actions = virt.add_subparsers(dest="action", required=True)
     for name, handler, helptext in (("host-info", host_info, "hypervisors: resources, VMs, state"),
                                     ("list", list_vms, "VMs per hypervisor")):
@@ -58,7 +59,7 @@ def register(sub: Any) -> None:
     console.add_argument("--lines", type=integer(1, 10_000), default=50)
     console.add_argument("--json", action="store_true")
     console.set_defaults(handler=show_console_log)
-    host = sub.add_parser("host", help="hypervisor administration")
+    host = sub.add_parser("host", help=HELP["host"])
     host_actions = host.add_subparsers(dest="action", required=True)
     maintenance = host_actions.add_parser("maintenance", help="placement skips a host in maintenance")
     maintenance.add_argument("state", choices=("on", "off"))
