@@ -23,7 +23,7 @@ from .table import HELP, MODULES
 
 
 def build_parser(command: str | None = None) -> OneLineParser:
-    """The command tree: whole, or (``command`` given) whole only for the family that ``command`` is in.
+    """The command tree: whole, or (``command`` given) whole only for ``command``.
 
     The other commands are there by name and help alone, which is all ``saltmarsh --help`` and
     argparse's "invalid choice" show of them, and their modules are not imported: building every
@@ -32,14 +32,12 @@ def build_parser(command: str | None = None) -> OneLineParser:
     parser = OneLineParser(prog="saltmarsh", description="Control a saltmarsh master.")
     parser.add_argument("-c", "--config-dir", type=Path, default=Path(DEFAULT_CONFIG_DIR), help="holds master.yaml")
     sub = parser.add_subparsers(dest="command", required=True)
-    chosen = {MODULES[command]} if command in MODULES else set(MODULES.values())
-    registered: set[str] = set()
     for name, module in MODULES.items():
-        if module not in chosen:
+        if command in MODULES and name != command:
             sub.add_parser(name, help=HELP[name])
-        elif module not in registered:  # the first command of a family registers them all, in this order
-            registered.add(module)
-            importlib.import_module(f"{__name__}.{module}").register(sub)
+        else:  # a module of several commands has register_<command> for each
+            family = importlib.import_module(f"{__name__}.{module}")
+            getattr(family, f"register_{name}", family.register)(sub)
     return parser
 
 

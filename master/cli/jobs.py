@@ -31,7 +31,13 @@ MISSING_KEY = "_missing"
 
 
 def register(sub: Any) -> None:
-    """Add ``run`` and the ``job`` command family."""
+    """Add ``run`` and ``job``."""
+    register_run(sub)
+    register_job(sub)
+
+
+def register_run(sub: Any) -> None:
+    """Add ``run``."""
     run = sub.add_parser("run", help=HELP["run"])
     run.add_argument("-L", "--list", dest="as_list", action="store_true", help="TARGET is a comma-separated id list")
     run.add_argument("-l", "--labels", dest="as_labels", action="store_true", help="TARGET is key=value,... labels")
@@ -51,6 +57,10 @@ def register(sub: Any) -> None:
     run.add_argument("function")
     run.add_argument("arguments", nargs="*", metavar="ARG", help="positional args and key=value kwargs")
     run.set_defaults(handler=run_job)
+
+
+def register_job(sub: Any) -> None:
+    """Add ``job``."""
     job = sub.add_parser("job", help=HELP["job"])
     actions = job.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="newest jobs first")

@@ -10,7 +10,6 @@ json.dumps escapes control characters itself, and the output stays valid JSON.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import sys
@@ -43,6 +42,8 @@ def clean(value: object) -> str:
 
 def _json_key(key: Any) -> str:
     """A map key as JSON writes it (1 -> "1", True -> "true"), so keys of mixed types still sort."""
+    import json
+
     if isinstance(key, str):
         return key
     if key is None or isinstance(key, bool | int) or (isinstance(key, float) and math.isfinite(key)):
@@ -67,6 +68,8 @@ def json_safe(data: Any) -> Any:
 
 def print_json(data: Any) -> None:
     """Print ``data`` as one JSON document."""
+    import json
+
     json.dump(json_safe(data), sys.stdout, indent=2, sort_keys=True, default=repr)
     sys.stdout.write("\n")
 
@@ -86,7 +89,7 @@ def block(data: Any, indent: int = 4) -> str:
     if data is None or isinstance(data, bool | int):
         # What yaml.safe_dump writes for these ("true", "null", "5"), without importing yaml (20 ms
         # of start-up) for the answer of a ping.
-        return " " * indent + ("null" if data is None else json.dumps(data))
+        return " " * indent + ("null" if data is None else str(data).lower() if isinstance(data, bool) else str(data))
     import yaml
 
     text = yaml.safe_dump(data, default_flow_style=False, sort_keys=True, allow_unicode=True).rstrip()

@@ -18,7 +18,13 @@ RULE = "----------"
 
 
 def register(sub: Any) -> None:
-    """Add the ``virt`` and ``host`` command families."""
+    """Add ``virt`` and ``host``."""
+    register_virt(sub)
+    register_host(sub)
+
+
+def register_virt(sub: Any) -> None:
+    """Add ``virt``."""
     virt = sub.add_parser("virt", help=HELP["virt"])
     actions = virt.add_subparsers(dest="action", required=True)
     for name, handler, helptext in (("host-info", host_info, "hypervisors: resources, VMs, state"),
@@ -59,6 +65,10 @@ def register(sub: Any) -> None:
     console.add_argument("--lines", type=integer(1, 10_000), default=50)
     console.add_argument("--json", action="store_true")
     console.set_defaults(handler=show_console_log)
+
+
+def register_host(sub: Any) -> None:
+    """Add ``host``."""
     host = sub.add_parser("host", help=HELP["host"])
     host_actions = host.add_subparsers(dest="action", required=True)
     maintenance = host_actions.add_parser("maintenance", help="placement skips a host in maintenance")
