@@ -95,11 +95,17 @@ class Batch:
         """Run every slot until the queue is empty (or the batch stopped), then fire ``done``."""
         log.info("batch %s: %s on %d agents, %d at a time", self.plan.batch, self.plan.fun,
                  len(self.plan.agents), self.plan.size)
+        why = "the batch was cancelled (the master stopped)"
         try:
-            await asyncio.gather(*(self._slot() for _ in range(self.plan.size)))
+            async with asyncio.TaskGroup() as slots:  # a slot that fails stops the others
+                for _ in range(self.plan.size):
+                    slots.create_task(self._slot())
+        except Exception:
+            why = "the batch failed inside the master (see its log)"
+            raise
         finally:
-            why = f"the batch stopped after {self._stopped_by} failed (--fail-fast)" if self._stopped_by \
-                else "the batch was cancelled (the master stopped)"
+            if self._stopped_by:
+                why = f"the batch stopped after {self._stopped_by} failed (--fail-fast)"
             not_started = {agent: why for agent in self._queue}
             self._bus.fire(batch_tag(self.plan.batch, "done"), {"not_started": not_started})
 

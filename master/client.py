@@ -279,9 +279,10 @@ class MasterClient:
         except NotRunning as exc:
             outcome.lost = str(exc)
         self._end_stream(request_id)
+        outcome.silent.update(outcome.offline)  # never started, as run names them: offline since …
         unanswered = [a for a in outcome.expected if a not in outcome.returns and a not in outcome.missing]
         reason = "the master went away before it answered" if outcome.lost else "the batch ended without it"
-        outcome.silent.update({agent: reason for agent in unanswered if agent not in outcome.offline})
+        outcome.silent.update({agent: reason for agent in unanswered})
         return outcome
 
     @staticmethod

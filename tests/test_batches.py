@@ -171,3 +171,15 @@ def test_the_help_names_the_batch_options() -> None:
     assert result.returncode == 0
     for option in ("-b N|P%", "--batch-wait S", "--fail-fast"):
         assert option in result.stdout
+
+
+@pytest.mark.timeout(120)
+def test_an_agent_that_is_down_is_named_at_once_and_never_started(cluster: Cluster) -> None:
+    cluster.start_agents("d1", "d2")
+    assert cluster.agents["d2"].stop() == 0
+    wait_until(lambda: cluster.cli_json("agent", "list")[1]["state"] == "down", timeout=30, what="d2 to be down")
+    result = cluster.cli("run", "-b", "1", "d*", "test.ping", "--json", check=False)
+    assert result.returncode == 1
+    shown = json.loads(result.stdout)
+    assert shown["d1"] is True and shown["_missing"]["d2"].startswith("offline since "), shown
+    assert "1 agent, 1 at a time" in result.stderr and "d2: did not answer job " in result.stderr

@@ -26,8 +26,8 @@ def build_parser(command: str | None = None) -> OneLineParser:
     """The command tree: whole, or (``command`` given) whole only for ``command``.
 
     The other commands are there by name and help alone, which is all ``saltmarsh --help`` and
-    argparse's "invalid choice" show of them, and their modules are not imported: building every
-    subcommand's arguments took a third of a ping's start-up. An unknown ``command`` gets the whole tree.
+    argparse's "invalid choice" show of them, and their modules are not imported: argparse builds
+    each parser in Python, and the whole tree has some fifty. An unknown ``command`` gets the whole tree.
     """
     parser = OneLineParser(prog="saltmarsh", description="Control a saltmarsh master.")
     parser.add_argument("-c", "--config-dir", type=Path, default=Path(DEFAULT_CONFIG_DIR), help="holds master.yaml")

@@ -194,7 +194,7 @@ def json_outcome(outcome: JobOutcome) -> dict[str, Any]:
 def _report_batch_start(outcome: JobOutcome, size: int) -> None:
     """Say how the batch will roll, then name the agents it will not start."""
     awaited = len(outcome.expected) - len(outcome.offline)
-    print(f"batch {outcome.jid}: {awaited} agents, {size} at a time", file=sys.stderr)
+    print(f"batch {outcome.jid}: {awaited} agent{'' if awaited == 1 else 's'}, {size} at a time", file=sys.stderr)
     _report_at_once(outcome)
 
 
