@@ -126,7 +126,10 @@ def read_simple_yaml(text: str) -> dict[str, Any] | None:
 def _simple_value(text: str) -> tuple[Any] | None:
     """(the value,) of a simple scalar, or None if it is not one of the simple forms."""
     if _SIMPLE_INT.fullmatch(text):
-        return (int(text),)
+        try:
+            return (int(text),)
+        except ValueError:  # past Python's digit limit: PyYAML fails on it too, and says so in our words
+            return None
     if _SIMPLE_FLOAT.fullmatch(text):
         return (float(text),)
     if text in ("true", "false"):

@@ -53,6 +53,9 @@ def test_help_and_usage_errors_import_no_client_schema_or_yaml() -> None:
         code, modules, _ = modules_after(*argv)
         assert code == status, argv
         assert not modules & NOT_FOR_PARSING, (argv, sorted(modules & NOT_FOR_PARSING))
+    # An argument YAML cannot build is a usage error, found before anything reaches for the master.
+    code, modules, _ = modules_after("run", "hv1", "test.echo", "9" * 5000)
+    assert code == 2 and not modules & (NEVER | {"zmq", "saltmarsh.master.client"})
 
 
 @pytest.mark.timeout(90)

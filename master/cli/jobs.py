@@ -139,7 +139,11 @@ def run_job(args: argparse.Namespace) -> int:
     if args.batch is not None and args.run_async:
         fail("-b and --async cannot be combined: a batch is watched as it rolls (it goes on if run stops)")
         return 2
-    fun_args, fun_kwargs = split_arguments(args.arguments)
+    try:
+        fun_args, fun_kwargs = split_arguments(args.arguments)
+    except ValueError as exc:  # a value YAML cannot build (an integer of thousands of digits)
+        fail(f"bad argument: {exc}")
+        return 2
     with connect(args.config_dir) as client:
         if args.batch is not None:
             outcome = client.run_batch(target, args.function, fun_args, fun_kwargs, args.timeout,
