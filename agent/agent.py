@@ -79,7 +79,8 @@ class Agent:
                               cfg.libvirt_admin_uri or admin_uri_for(cfg.libvirt_uri))
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
                               self.libvirt, cfg.virt, images,
-                              MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls)
+                              MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls,
+                              cfg.setup_socket)
         self.executor = Executor(ctx, cfg.worker_threads, self.returns, self.spool, self._job_pool)
         self.channel = RequestClient(
             self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..errors import FunctionError
@@ -43,6 +44,7 @@ class FunctionContext:
     images: ImageCache
     master: MasterAddress
     tls: LibvirtTls
+    setup_socket: Path  # the privileged setup helper's socket (host.setup)
 
 
 Function = Callable[..., Any]
@@ -82,4 +84,4 @@ def usage(name: str) -> str:
 def load_all() -> None:
     """Import every function module so that its functions register."""
     from ..virt import console, create, inventory, keys, lifecycle, migration, networks, snapshots  # noqa: F401
-    from . import event, host, system, testing  # noqa: F401
+    from . import event, host, setup, system, testing  # noqa: F401

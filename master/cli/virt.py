@@ -1,4 +1,4 @@
-"""``saltmarsh virt ...`` and ``saltmarsh host maintenance|role``: the cloud controller's commands."""
+"""``saltmarsh virt ...`` and ``saltmarsh host maintenance|role|setup``: the cloud controller's commands."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..client import MasterClient
+from . import setup
 from .arguments import integer, labels, seconds
 from .output import clean, fail, print_json
 
@@ -68,6 +69,7 @@ def register(sub: Any) -> None:
     role.add_argument("id")
     role.add_argument("role", choices=("hypervisor", "guest"))
     role.set_defaults(handler=set_role)
+    setup.register(host_actions)
 
 
 def _register_init(actions: Any) -> None:
