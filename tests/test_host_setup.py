@@ -171,3 +171,13 @@ def test_host_profiles_are_checked_when_the_config_is_read(tmp_path: Path) -> No
         (tmp_path / "master.yaml").write_text(yaml.safe_dump({"host": host}))
         with pytest.raises(ConfigError, match=error):
             load_master_config(tmp_path)
+
+
+@pytest.mark.timeout(10)
+def test_an_agent_may_fire_setup_progress_for_itself_only() -> None:
+    from saltmarsh.protocol.states import host_setup_tag
+    from saltmarsh.protocol.tags import agent_tag_fault
+
+    assert agent_tag_fault("hv1", host_setup_tag("hv1", "pkg-debian")) == ""
+    assert "not one it may fire" in agent_tag_fault("hv1", host_setup_tag("hv2", "pkg-debian"))
+    assert "not one it may fire" in agent_tag_fault("hv1", "saltmarsh/host/hv1/../hv2/setup/x")
