@@ -32,6 +32,7 @@ def test_unit_is_hardened_and_runs_in_foreground(unit: Path) -> None:
     assert "-c /etc/saltmarsh" in text and "KillSignal=SIGTERM" in text
 
 
+@pytest.mark.timeout(30)
 def test_only_the_setup_helper_is_root_and_it_is_hardened_as_far_as_its_job_allows() -> None:
     assert [unit.name for unit in UNITS if "User=root" in unit.read_text()] == [HELPER]
     text = (Path(__file__).parent.parent / "systemd" / HELPER).read_text()

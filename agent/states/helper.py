@@ -164,8 +164,17 @@ class SetupHelper:
                 loop.call_soon_threadsafe(results.put_nowait, None)
 
         running = loop.run_in_executor(None, work)  # commands block: never on the loop
+        listening = True
         while (result := await results.get()) is not None:
-            await _send(writer, HelperReply(result=result))
+            if not listening:
+                continue
+            try:
+                await _send(writer, HelperReply(result=result))
+            except ConnectionError as exc:
+                # The run goes on to its end (a package manager is not stopped halfway), and the
+                # next run waits for it: one run at a time holds even when its agent went away.
+                log.warning("the agent left during the run (%s): finishing it", exc)
+                listening = False
         return await running
 
 
