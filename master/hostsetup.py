@@ -28,11 +28,12 @@ FUNCTION = "host.setup"
 class SetupPlan:
     """Which hosts get which profile."""
 
-    profiles: dict[str, list[str]]  # profile -> agent ids
+    profiles: dict[str, list[str]]  # profile -> the ids of the hosts that are up
+    down: dict[str, tuple[str, str]]  # host -> (profile, why it is not up): not sent a job, not waited for
 
     @property
     def hosts(self) -> list[str]:
-        """Every host of the plan, sorted."""
+        """Every host the plan sends a job to, sorted."""
         return sorted(host for hosts in self.profiles.values() for host in hosts)
 
 
@@ -53,16 +54,21 @@ class HostSetup:
         if not hosts:
             raise CommandError(f"no accepted agent matches target {describe(target)}")
         profiles: dict[str, list[str]] = {}
+        down: dict[str, tuple[str, str]] = {}
         for host in hosts:
             chosen = profile or self._profiles.profile_for(self._presence.labels(host))
-            profiles.setdefault(chosen, []).append(host)
-        return SetupPlan(profiles)
+            if self._presence.is_up(host):
+                profiles.setdefault(chosen, []).append(host)
+            else:  # a setup may take half an hour: waiting that long for a host known to be down helps nobody
+                down[host] = (chosen, self._presence.why_silent(host))
+        return SetupPlan(profiles, down)
 
     async def run(self, plan: SetupPlan, dry_run: bool, timeout: float) -> dict[str, Any]:
         """Run every profile's job at once; per host its results, or why it has none."""
         outcomes = await asyncio.gather(*(self._run_profile(name, hosts, dry_run, timeout)
                                           for name, hosts in plan.profiles.items()))
-        hosts: dict[str, Any] = {}
+        hosts: dict[str, Any] = {host: {"profile": name, "error": f"not up: {why}"}
+                                 for host, (name, why) in plan.down.items()}
         for outcome in outcomes:
             hosts.update(outcome)
         return {"dry_run": dry_run, "hosts": dict(sorted(hosts.items()))}

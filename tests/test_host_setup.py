@@ -181,3 +181,15 @@ def test_an_agent_may_fire_setup_progress_for_itself_only() -> None:
     assert agent_tag_fault("hv1", host_setup_tag("hv1", "pkg-debian")) == ""
     assert "not one it may fire" in agent_tag_fault("hv1", host_setup_tag("hv2", "pkg-debian"))
     assert "not one it may fire" in agent_tag_fault("hv1", "saltmarsh/host/hv1/../hv2/setup/x")
+
+
+@pytest.mark.timeout(120)
+def test_a_host_that_is_down_is_named_at_once_not_waited_for(lab: tuple[Cluster, Path, Daemon]) -> None:
+    cluster, _root, _helper = lab
+    cluster.agents["hv1"].stop()
+    # Until the master has missed three heartbeats, hv1 is still up: it is sent the job, which times out.
+    wait_until(lambda: "not up" in cluster.cli("host", "setup", "hv1", "--dry-run", "--timeout", "2",
+                                               check=False).stdout,
+               timeout=30, interval=0.5, what="the master to see hv1 down")
+    result = cluster.cli("host", "setup", "hv1", "--timeout", "600", check=False, timeout=60)
+    assert result.returncode == 1 and "hv1 (profile lab): failed: not up: " in result.stdout

@@ -20,6 +20,7 @@ packages), but not run an arbitrary command, and no other local user can ask for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pwd
@@ -40,13 +41,14 @@ from saltmarsh.protocol.states import SetupDone, SetupRequest, StateResult
 
 from .runner import run_setup
 from .system import System
-from .wire import SETUP_SOCKET, HelperReply, frame, read_frame
+from .wire import HEADER, MAX_FRAME, SETUP_SOCKET, HelperReply, frame, read_frame
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "setup-helper.yaml"
 DEFAULT_CONFIG_DIR = Path("/etc/saltmarsh")
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+REFUSAL_DRAIN_SECONDS = 2.0
 
 
 class HelperFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -135,14 +137,14 @@ class SetupHelper:
         if uid != self.config.agent_uid:
             log.warning("DENIED uid %d (pid %d): only %s (uid %d) may ask for setup", uid, pid,
                         self.config.agent_user, self.config.agent_uid)
-            await _send(writer, HelperReply(done=SetupDone(error=f"refused: uid {uid} is not the agent's")))
+            await _refuse(reader, writer, f"refused: uid {uid} is not the agent's")
             return
         try:
             body = await asyncio.wait_for(read_frame(reader), self.config.request_timeout_seconds)
             request = decode(body, SetupRequest, "setup request")
         except (MalformedFrame, TimeoutError) as exc:
             log.warning("DENIED pid %d: %s", pid, exc or "no request in time")
-            await _send(writer, HelperReply(done=SetupDone(error=f"refused: {exc or 'no request in time'}")))
+            await _refuse(reader, writer, f"refused: {exc or 'no request in time'}")
             return
         log.info("ALLOWED uid %d (pid %d): %d states%s", uid, pid, len(request.states),
                  " (dry run)" if request.dry_run else "")
@@ -176,6 +178,24 @@ class SetupHelper:
                 log.warning("the agent left during the run (%s): finishing it", exc)
                 listening = False
         return await running
+
+
+async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reason: str) -> None:
+    """Send the refusal, then read (and drop) what the peer still sends, boundedly, before closing.
+
+    Closing a Unix socket with unread data resets the connection: the peer's read would fail
+    with ECONNRESET instead of getting the reason.
+    """
+    await _send(writer, HelperReply(done=SetupDone(error=reason)))
+    writer.write_eof()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(_drain(reader, HEADER + MAX_FRAME), REFUSAL_DRAIN_SECONDS)
+
+
+async def _drain(reader: asyncio.StreamReader, limit: int) -> None:
+    """Read until the peer closes or ``limit`` bytes have come."""
+    while limit > 0 and (chunk := await reader.read(min(limit, 65536))):
+        limit -= len(chunk)
 
 
 async def _send(writer: asyncio.StreamWriter, reply: HelperReply) -> None:
