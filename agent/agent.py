@@ -21,6 +21,8 @@ from .config import AgentConfig
 from .errors import AgentError, MasterUnavailable, NotAuthenticated
 from .executor import Executor
 from .functions import FunctionContext, MasterAddress
+from .jobtable import JobTable
+from .lanes import JobLanes
 from .outbox import EventOutbox, ReturnOutbox
 from .spool import Spool
 from .subscriber import JobSubscriber
@@ -42,9 +44,9 @@ class Agent:
         self,
         config: AgentConfig,
         zmq_context: zmq.asyncio.Context | None = None,
-        job_pool: concurrent.futures.ThreadPoolExecutor | None = None,
+        job_lanes: JobLanes | None = None,
     ) -> None:
-        """Load or make the agent's key; a swarm passes the ZeroMQ context and job pool its agents share."""
+        """Load or make the agent's key; a swarm passes the ZeroMQ context and job lanes its agents share."""
         self.config = config
         self.identity = Identity.load_or_create(config.key_path)
         pinned = config.master_fingerprint or (fingerprint(config.master_key) if config.master_key else None)
@@ -57,7 +59,8 @@ class Agent:
         self._heartbeat = DEFAULT_HEARTBEAT
         self._owns_zmq = zmq_context is None
         self._zmq = zmq_context or zmq.asyncio.Context()
-        self._job_pool = job_pool
+        self._owns_lanes = job_lanes is None
+        self._job_lanes = job_lanes or JobLanes(config.worker_threads)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, authenticate and serve until ``stop`` is set."""
@@ -77,11 +80,13 @@ class Agent:
         images = ImageCache(cfg.virt.images_dir, cfg.agent_id, request, self.events.fire_threadsafe)
         self.tls = LibvirtTls(cfg.pki_root, cfg.tls_names, request, cfg.tls_renew_fraction,
                               cfg.libvirt_admin_uri or admin_uri_for(cfg.libvirt_uri))
+        self.jobs = JobTable(lambda: self._job_lanes.abandoned)
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
                               self.libvirt, cfg.virt, images,
-                              MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls,
+                              MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls, self.jobs,
                               cfg.setup_socket)
-        self.executor = Executor(ctx, cfg.worker_threads, self.returns, self.spool, self._job_pool)
+        self.executor = Executor(ctx, self.jobs, self._job_lanes, self.returns, self.spool,
+                                 owns_lanes=self._owns_lanes)
         self.channel = RequestClient(
             self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,
             self.trust, cfg.limits, self._on_push,

@@ -7,7 +7,7 @@ with its own id (``<id>-<number>``), root dir (``<root_dir>/<member id>``),
 Ed25519 key, request and publish connections, heartbeats, outboxes and libvirt
 connection. They differ from N separate processes only in what a process
 holds once: the event loop, the ZeroMQ context (one I/O thread instead of N)
-and the job worker pool. bench/swarm.py runs 1,000 agents this way in a few
+and the job worker lanes. bench/swarm.py runs 1,000 agents this way in a few
 processes on a 2-core machine; nothing else should need it.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import concurrent.futures
 import dataclasses
 import logging
 import resource
@@ -29,6 +28,7 @@ from saltmarsh.protocol.daemon import cancel_and_wait, daemon_main
 from .agent import Agent
 from .config import AgentConfig
 from .daemon import SPEC
+from .lanes import JobLanes
 
 log = logging.getLogger(__name__)
 
@@ -65,17 +65,15 @@ def member_configs(base: AgentConfig, spec: SwarmSpec) -> list[AgentConfig]:
 
 
 class Swarm:
-    """Runs ``spec.count`` agents on one event loop with one ZeroMQ context and one job pool."""
+    """Runs ``spec.count`` agents on one event loop with one ZeroMQ context and one set of job lanes."""
 
     def __init__(self, base: AgentConfig, spec: SwarmSpec) -> None:
         self.configs = member_configs(base, spec)
         raise_open_files_limit(len(self.configs) * FDS_PER_MEMBER)
         self._zmq = zmq.asyncio.Context()
         self._zmq.set(zmq.MAX_SOCKETS, len(self.configs) * SOCKETS_PER_MEMBER + 64)
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=max(c.worker_threads for c in self.configs), thread_name_prefix="job",
-        )
-        self.agents = [Agent(config, self._zmq, self._pool) for config in self.configs]
+        self._lanes = JobLanes(max(c.worker_threads for c in self.configs))
+        self.agents = [Agent(config, self._zmq, self._lanes) for config in self.configs]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every member until ``stop`` is set, then stop them all."""
@@ -87,7 +85,7 @@ class Swarm:
             await asyncio.gather(*tasks)
         finally:
             await cancel_and_wait(tasks)
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._lanes.shutdown()
             self._zmq.term()
         log.info("swarm stopped")
 

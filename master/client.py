@@ -22,15 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.errors import MalformedFrame
+from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS, TIMED_OUT
 from saltmarsh.protocol.messages import Target
 
 from .config import load_master_config
-from .control_messages import MAX_CONTROL_FRAME, ControlReply, ControlRequest
+from .control_messages import MAX_CONTROL_FRAME, ControlReply, ControlRequest, JobStarted
 from .errors import CommandError, NotRunning
 from .eventbus import Event
 
@@ -47,7 +49,9 @@ class JobOutcome:
     ``offline`` holds the expected agents the master knew were down when the job went out
     (not waited for), ``unknown`` the ids a list target named that have no accepted key (the
     job was not sent to them), ``silent`` every expected agent without a return at the end,
-    and ``lost`` why the wait was cut short if the master went away meanwhile.
+    and ``lost`` why the wait was cut short if the master went away meanwhile. An agent whose
+    return says it gave up at the job's deadline (TimedOut) did not answer either: it is in
+    ``timed_out`` (and ``missing``), not in ``answered``.
     """
 
     jid: str
@@ -59,14 +63,36 @@ class JobOutcome:
     lost: str = ""
 
     @property
+    def timed_out(self) -> dict[str, str]:
+        """Agents that gave up on the job at its deadline, with what each said."""
+        return {agent: f"timed out on the agent: {ret['error']['message']}"
+                for agent, ret in self.returns.items() if _error_type(ret) == TIMED_OUT}
+
+    @property
+    def answered(self) -> dict[str, dict[str, Any]]:
+        """The returns of the agents that answered (with a result, or an error other than TimedOut)."""
+        return {agent: ret for agent, ret in self.returns.items() if _error_type(ret) != TIMED_OUT}
+
+    @property
     def missing(self) -> dict[str, str]:
         """Every agent the job named that did not answer, with the reason."""
-        return {**self.unknown, **self.silent}
+        return {**self.unknown, **self.silent, **self.timed_out}
 
     @property
     def complete(self) -> bool:
         """True if every agent the job named answered."""
         return not self.lost and not self.missing and set(self.expected) <= set(self.returns)
+
+
+def _outcome(started: JobStarted) -> JobOutcome:
+    """A JobOutcome with nothing gathered yet, from the master's reply."""
+    return JobOutcome(started.jid, list(started.expected), offline=dict(started.offline),
+                      unknown=dict(started.unknown))
+
+
+def _error_type(ret: dict[str, Any]) -> str:
+    error = ret.get("error")
+    return str(error.get("type", "")) if not ret.get("success") and isinstance(error, dict) else ""
 
 
 def check_socket(path: Path) -> None:
@@ -191,6 +217,8 @@ class MasterClient:
             on_started: Callable[[JobOutcome], None] | None = None) -> JobOutcome:
         """Run a job and wait until every expected agent that is up answered or ``timeout`` passed.
 
+        ``timeout`` is also the job's deadline on each agent, which answers TimedOut when it
+        passes; the wait lasts RETURN_GRACE_SECONDS longer so that those answers arrive.
         Agents the master knows are offline are not waited for; ``on_started`` is given the
         outcome as soon as the job is out (its ``offline`` and ``unknown`` already filled in).
         If the master goes away meanwhile, the outcome says so in ``lost``.
@@ -198,15 +226,51 @@ class MasterClient:
         request_id = self._send(
             "run", {"fun": fun, "target": target, "args": args, "kwargs": kwargs, "timeout": timeout}
         )
+        outcome = _outcome(self._started(request_id))
+        return self._gather(request_id, outcome, timeout + RETURN_GRACE_SECONDS, on_started)
+
+    def submit(self, target: Target, fun: str, args: list[Any], kwargs: dict[str, Any],
+               timeout: float) -> JobOutcome:
+        """Publish a job without waiting for it (``run --async``); ``wait`` gathers its returns later."""
+        request_id = self._send(
+            "run", {"fun": fun, "target": target, "args": args, "kwargs": kwargs, "timeout": timeout, "wait": False}
+        )
         try:
-            started = self._result(request_id)
+            return _outcome(self._started(request_id))
+        finally:
+            self._sent_in.pop(request_id, None)
+
+    def wait(self, jid: str, timeout: float | None = None,
+             on_started: Callable[[JobOutcome], None] | None = None) -> JobOutcome:
+        """Wait for job ``jid`` as ``run`` does: until every expected agent that is up answered.
+
+        Without ``timeout``, until the job's deadline has passed on every agent (the master says
+        how long that is); returns already in the job cache count at once.
+        """
+        args: dict[str, Any] = {"jid": jid} if timeout is None else {"jid": jid, "timeout": timeout}
+        request_id = self._send("job.wait", args)
+        started = self._started(request_id)
+        outcome = _outcome(started)
+        outcome.returns.update(started.returns)
+        return self._gather(request_id, outcome, started.wait, on_started)
+
+    def _started(self, request_id: int) -> JobStarted:
+        """The master's JobStarted reply to ``request_id``."""
+        try:
+            reply = self._result(request_id)
         except NotRunning as exc:
             if self._answerable(request_id):
                 raise  # not a disconnect: the master did not answer in time
             raise NotRunning(f"{exc} before it answered: the job may have gone out "
                              "(see saltmarsh job list once the master is back)") from exc
-        outcome = JobOutcome(started["jid"], started["expected"], offline=dict(started.get("offline", {})),
-                             unknown=dict(started.get("unknown", {})))
+        try:
+            return msgspec.convert(reply, type=JobStarted)
+        except msgspec.ValidationError as exc:
+            raise CommandError(f"unreadable reply from the master: {exc}") from exc
+
+    def _gather(self, request_id: int, outcome: JobOutcome, timeout: float,
+                on_started: Callable[[JobOutcome], None] | None) -> JobOutcome:
+        """Collect the returns streamed under ``request_id`` for up to ``timeout`` seconds."""
         if on_started is not None:
             on_started(outcome)
         awaited = set(outcome.expected) - set(outcome.offline)

@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from saltmarsh.protocol.jobcontrol import KillReport, RunningJob
+
 from .eventbus import Event
 
 MAX_CONTROL_FRAME = 1024 * 1024
@@ -45,3 +47,37 @@ class RequestId(msgspec.Struct, frozen=True):
     """Just the ``id`` of a request the master refuses unread (too large, or malformed), to answer it."""
 
     id: int
+
+
+# ---- results of the job-control commands (master/commands/jobs.py) ---------------------------
+
+
+class JobStarted(msgspec.Struct, frozen=True):
+    """The reply to ``run`` and ``job.wait``: the job, who is expected, and who will not answer.
+
+    ``offline`` are expected agents the master knows are down (not waited for), ``unknown`` ids a
+    list target named that have no accepted key (never sent the job). ``job.wait`` also gives the
+    returns the cache holds already and ``wait``, the seconds to wait for the others.
+    """
+
+    jid: str
+    expected: list[str]
+    offline: dict[str, str] = {}
+    unknown: dict[str, str] = {}
+    returns: dict[str, dict[str, Any]] = {}
+    wait: float = 0.0
+
+
+class RunningReply(msgspec.Struct, frozen=True):
+    """The reply to ``job.running``: each answering agent's jobs, and why each other agent is missing."""
+
+    running: dict[str, list[RunningJob]]
+    missing: dict[str, str] = {}
+
+
+class KillReply(msgspec.Struct, frozen=True):
+    """The reply to ``job.kill``: what each agent did, and why each other agent is missing."""
+
+    jid: str
+    reports: dict[str, KillReport]
+    missing: dict[str, str] = {}

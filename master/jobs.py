@@ -117,6 +117,25 @@ class JobRouter:
             del self._waiters[job.jid]
         return job.jid, returns
 
+    async def ask(
+        self, target: Target, fun: str, kwargs: dict[str, Any], timeout: float
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """Run ``fun`` on the target's agents that are up; their returns, and why each other one has none.
+
+        Agents the master knows are down are not sent the job (nor waited for), so a query of
+        the whole fleet costs the time of the slowest agent that is up, never the timeout.
+        """
+        expected = self.expected_agents(target)
+        if not expected:
+            raise CommandError(f"no accepted agent matches target {describe(target)}")
+        missing = {agent: self._presence.why_silent(agent) for agent in expected if not self._presence.is_up(agent)}
+        up = [agent for agent in expected if agent not in missing]
+        if not up:
+            return {}, missing
+        _jid, returns = await self.run_and_wait(Target(kind="list", ids=up), fun, kwargs, timeout)
+        missing.update({agent: self._presence.why_silent(agent) for agent in up if agent not in returns})
+        return returns, missing
+
     def why_silent(self, jid: str) -> dict[str, str]:
         """For each expected agent that has not answered ``jid``, why."""
         record = self._cache.get_job(jid)

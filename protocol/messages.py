@@ -166,6 +166,7 @@ class Job(Message, frozen=True):
     target: Target
     args: Annotated[list[Any], msgspec.Meta(max_length=256)] = []
     kwargs: Annotated[dict[Annotated[str, msgspec.Meta(max_length=64)], Any], msgspec.Meta(max_length=256)] = {}
+    # The job's deadline on each agent, counted from when it received the job (protocol/jobcontrol.py).
     timeout: Interval = 30.0
 
 

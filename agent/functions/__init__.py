@@ -3,6 +3,10 @@
 A function takes a FunctionContext first, then the job's args and kwargs. It
 runs in a worker thread, so it may block (libvirt calls do). Its docstring is
 what ``sys.doc`` shows. Later families (``virt.*``) register the same way.
+
+``@function(name, quick=True)`` puts a function in the agent's quick lane (agent/lanes.py):
+threads of their own, so that a ping, ``sys.*``, ``host.info`` or ``job.*`` never waits
+behind long jobs. Only functions that return in milliseconds belong there.
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from saltmarsh.protocol.jobcontrol import LaneName
+
 from ..errors import FunctionError
+from ..jobtable import JobTable
 from ..tls import LibvirtTls
 from ..virt.host import LibvirtHost
 from ..virt.images import ImageCache
@@ -33,7 +40,7 @@ class MasterAddress:
 
 @dataclass(frozen=True)
 class FunctionContext:
-    """What a function may use: who we are, libvirt, the virt settings, and how to fire an event."""
+    """What a function may use: who we are, libvirt, the virt settings, how to fire an event, the job table."""
 
     agent_id: str
     labels: dict[str, str]
@@ -44,23 +51,32 @@ class FunctionContext:
     images: ImageCache
     master: MasterAddress
     tls: LibvirtTls
+    jobs: JobTable
     setup_socket: Path  # the privileged setup helper's socket (host.setup)
 
 
 Function = Callable[..., Any]
 REGISTRY: dict[str, Function] = {}
+QUICK: set[str] = set()
 
 
-def function(name: str) -> Callable[[Function], Function]:
-    """Register ``fn`` under ``name`` (``family.name``)."""
+def function(name: str, *, quick: bool = False) -> Callable[[Function], Function]:
+    """Register ``fn`` under ``name`` (``family.name``); ``quick`` puts it in the quick lane."""
 
     def register(fn: Function) -> Function:
         if name in REGISTRY:
             raise ValueError(f"function {name} registered twice")
         REGISTRY[name] = fn
+        if quick:
+            QUICK.add(name)
         return fn
 
     return register
+
+
+def lane_of(name: str) -> LaneName:
+    """The lane a job of ``name`` runs in; an unknown name fails at once, so it goes in the quick one."""
+    return "quick" if name in QUICK or name not in REGISTRY else "jobs"
 
 
 def call(name: str, ctx: FunctionContext, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -84,4 +100,4 @@ def usage(name: str) -> str:
 def load_all() -> None:
     """Import every function module so that its functions register."""
     from ..virt import console, create, inventory, keys, lifecycle, migration, networks, snapshots  # noqa: F401
-    from . import event, host, setup, system, testing  # noqa: F401
+    from . import event, host, jobs, setup, system, testing  # noqa: F401

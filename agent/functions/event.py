@@ -10,7 +10,7 @@ from ..errors import FunctionError
 from . import FunctionContext, function
 
 
-@function("event.send")
+@function("event.send", quick=True)
 def send(ctx: FunctionContext, tag: str, data: Any = None) -> bool:
     """Fire ``tag`` with ``data``; tags under saltmarsh/ must be this agent's own subtree.
 

@@ -20,6 +20,11 @@ def _memory_mib() -> int:
     return 0
 
 
+def _uptime_seconds() -> float:
+    """Seconds since this kernel booted: a host (or guest) that restarted shows it, a migrated guest does not."""
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
 def _os_release() -> str:
     try:
         for line in Path("/etc/os-release").read_text().splitlines():
@@ -45,9 +50,9 @@ def _libvirt_node(host: LibvirtHost) -> dict[str, Any]:
         return {"uri": uri, "available": False, "error": str(exc)}
 
 
-@function("host.info")
+@function("host.info", quick=True)
 def info(ctx: FunctionContext) -> dict[str, Any]:
-    """Hostname, CPUs, memory, OS, labels, agent version, and libvirt's node info."""
+    """Hostname, CPUs, memory, OS, kernel, uptime, labels, agent version, and libvirt's node info."""
     return {
         "id": ctx.agent_id,
         "hostname": socket.gethostname(),
@@ -55,6 +60,7 @@ def info(ctx: FunctionContext) -> dict[str, Any]:
         "memory_mib": _memory_mib(),
         "os": _os_release(),
         "kernel": platform.release(),
+        "uptime_seconds": _uptime_seconds(),
         "labels": ctx.labels,
         "agent_version": ctx.version,
         "libvirt": _libvirt_node(ctx.libvirt),

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..jobtable import run_child
 from . import FunctionContext, function
 
 MAX_SLEEP = 3600.0
@@ -17,13 +18,13 @@ RUNS_DIR = "saltmarsh-test-runs"
 RUN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}\Z")
 
 
-@function("test.ping")
+@function("test.ping", quick=True)
 def ping(ctx: FunctionContext) -> bool:
     """Return True: the agent is up and runs jobs."""
     return True
 
 
-@function("test.echo")
+@function("test.echo", quick=True)
 def echo(ctx: FunctionContext, text: Any) -> Any:
     """Return ``text`` unchanged."""
     return text
@@ -35,6 +36,21 @@ def sleep(ctx: FunctionContext, seconds: float) -> bool:
     if not 0 <= float(seconds) <= MAX_SLEEP:
         raise ValueError(f"seconds must be between 0 and {MAX_SLEEP:.0f}")
     time.sleep(float(seconds))
+    return True
+
+
+@function("test.sleep_process")
+def sleep_process(ctx: FunctionContext, seconds: float) -> bool:
+    """Run ``sleep SECONDS`` (at most an hour) as a child process of the job, then return True.
+
+    It blocks the way a job that runs a tool does (qemu-img on a hung mount): killing the job,
+    or its deadline, kills the child, and the job truly ends instead of being abandoned.
+    """
+    if not 0 <= float(seconds) <= MAX_SLEEP:
+        raise ValueError(f"seconds must be between 0 and {MAX_SLEEP:.0f}")
+    done = run_child(["sleep", repr(float(seconds))], timeout=MAX_SLEEP + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"sleep ended with status {done.returncode}")
     return True
 
 
@@ -81,7 +97,7 @@ def count_run(ctx: FunctionContext, name: str, seconds: float = 0.0) -> int:
     return lines
 
 
-@function("test.raise_error")
+@function("test.raise_error", quick=True)
 def raise_error(ctx: FunctionContext, message: str = "raised on purpose") -> None:
     """Raise RuntimeError(``message``): shows how a failing function returns."""
     raise RuntimeError(message)

@@ -5,7 +5,9 @@ libvirt's default event loop runs in its own thread. Callbacks only queue
 ``saltmarsh/virt/<agent>/domain/<vm>/<event>`` with the VM's current info,
 so the master's inventory follows every change without polling. When
 libvirtd goes away, a watchdog reconnects, re-registers, and fires a full
-``saltmarsh/virt/<agent>/inventory`` so the master's view is never stale.
+``saltmarsh/virt/<agent>/inventory`` so the master's view is never stale. The same watchdog
+looks every WEDGE_CHECK_SECONDS for a connection whose calls are stuck (agent/libvirt_conn.py)
+and replaces it the same way.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ DETAILS = {
     "stopped": ("shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from_snapshot"),
 }
 RECONNECT_SECONDS = 2.0
+WEDGE_CHECK_SECONDS = 2.0
 
 Fire = Callable[[str, Any], None]
 _loop_started = False
@@ -129,7 +132,10 @@ class DomainEventWatcher:
     def _watchdog(self) -> None:
         reported = False
         while not self._stop.is_set():
-            self._lost.wait()
+            if not self._lost.wait(WEDGE_CHECK_SECONDS):
+                if self._host.replace_if_wedged():
+                    self._lost.set()
+                continue
             if self._stop.wait(RECONNECT_SECONDS):
                 return
             try:

@@ -1,16 +1,21 @@
-"""``saltmarsh run`` and ``saltmarsh job list|show``."""
+"""``saltmarsh run [--async]`` and ``saltmarsh job list|show|wait|running|kill``."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 import sys
 from typing import Any
 
+import msgspec
+
 from saltmarsh.protocol.codec import to_builtins
+from saltmarsh.protocol.messages import Target
 from saltmarsh.protocol.targeting import make_target
 
 from ..client import JobOutcome, MasterClient
+from ..control_messages import KillReply, RunningReply
 from .arguments import integer, seconds
 from .output import block, clean, fail, parse_value, print_json
 
@@ -26,9 +31,12 @@ def register(sub: Any) -> None:
     run = sub.add_parser("run", help="run a function on the targeted agents")
     run.add_argument("-L", "--list", dest="as_list", action="store_true", help="TARGET is a comma-separated id list")
     run.add_argument("-l", "--labels", dest="as_labels", action="store_true", help="TARGET is key=value,... labels")
-    run.add_argument("--timeout", type=seconds(), default=DEFAULT_TIMEOUT, help="seconds to wait for every agent")
+    run.add_argument("--timeout", type=seconds(), default=DEFAULT_TIMEOUT,
+                     help="the job's deadline on each agent, and how long to wait for them")
     run.add_argument("--json", action="store_true",
                      help=f"print {{agent: result}}, and {{{MISSING_KEY!r}: {{agent: reason}}}} if any did not answer")
+    run.add_argument("--async", dest="run_async", action="store_true",
+                     help="print the jid at once and do not wait (see `saltmarsh job wait JID`)")
     run.add_argument("target")
     run.add_argument("function")
     run.add_argument("arguments", nargs="*", metavar="ARG", help="positional args and key=value kwargs")
@@ -43,6 +51,29 @@ def register(sub: Any) -> None:
     show.add_argument("jid")
     show.add_argument("--json", action="store_true")
     show.set_defaults(handler=job_show)
+    wait = actions.add_parser("wait", help="wait for a job's returns and print them as run does")
+    wait.add_argument("jid")
+    wait.add_argument("--timeout", type=seconds(), default=None,
+                      help="seconds to wait (default: until the job's deadline has passed)")
+    wait.add_argument("--json", action="store_true", help="as run --json")
+    wait.set_defaults(handler=job_wait)
+    running = actions.add_parser("running", help="the jobs agents hold now: queued, running, abandoned")
+    _target_arguments(running, "whose jobs (default: every agent)")
+    running.add_argument("--timeout", type=seconds(), default=None, help="seconds to wait for the agents")
+    running.add_argument("--json", action="store_true")
+    running.set_defaults(handler=job_running)
+    kill = actions.add_parser("kill", help="end a job on the agents still running it")
+    kill.add_argument("jid")
+    _target_arguments(kill, "where (default: every expected agent that has not answered)")
+    kill.add_argument("--timeout", type=seconds(), default=None, help="seconds to wait for the agents")
+    kill.add_argument("--json", action="store_true")
+    kill.set_defaults(handler=job_kill)
+
+
+def _target_arguments(parser: Any, what: str) -> None:
+    parser.add_argument("-L", "--list", dest="as_list", action="store_true", help="TARGET is a comma-separated id list")
+    parser.add_argument("-l", "--labels", dest="as_labels", action="store_true", help="TARGET is key=value,... labels")
+    parser.add_argument("target", nargs="?", default=None, help=what)
 
 
 def split_arguments(words: list[str]) -> tuple[list[Any], dict[str, Any]]:
@@ -58,6 +89,13 @@ def split_arguments(words: list[str]) -> tuple[list[Any], dict[str, Any]]:
     return args, kwargs
 
 
+def _target(args: argparse.Namespace) -> Target | None:
+    """The command's TARGET as a Target (None if there is none); ValueError if it does not parse."""
+    if args.target is None:
+        return None
+    return make_target(args.target, as_list=args.as_list, as_labels=args.as_labels)
+
+
 def run_job(args: argparse.Namespace) -> int:
     """Run a job, print every return, and name each agent that did not answer (at once if known offline)."""
     try:
@@ -67,20 +105,46 @@ def run_job(args: argparse.Namespace) -> int:
         return 2
     fun_args, fun_kwargs = split_arguments(args.arguments)
     with MasterClient.from_config_dir(args.config_dir) as client:
+        if args.run_async:
+            return _print_submitted(client.submit(target, args.function, fun_args, fun_kwargs, args.timeout),
+                                    args.json)
         outcome = client.run(target, args.function, fun_args, fun_kwargs, args.timeout, on_started=_report_at_once)
-    if args.json:
+    return _print_finished(outcome, args.json)
+
+
+def job_wait(args: argparse.Namespace) -> int:
+    """Wait for a job's returns and print them, and exit, as ``run`` would have."""
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        outcome = client.wait(args.jid, args.timeout, on_started=_report_at_once)
+    return _print_finished(outcome, args.json)
+
+
+def _print_submitted(outcome: JobOutcome, as_json: bool) -> int:
+    """``run --async``: the jid on stdout; the agents it will not reach on stderr."""
+    if as_json:
+        print_json({"jid": outcome.jid, "expected": outcome.expected, "offline": outcome.offline,
+                    "unknown": outcome.unknown})
+    else:
+        print(outcome.jid)
+        sys.stdout.flush()
+        _report_at_once(outcome)
+    return 0
+
+
+def _print_finished(outcome: JobOutcome, as_json: bool) -> int:
+    if as_json:
         print_json(json_outcome(outcome))
     else:
         _print_outcome(outcome)
     sys.stdout.flush()  # the returns come before the lines that sum them up
     _report_at_end(outcome)
-    failed = any(not ret["success"] for ret in outcome.returns.values())
+    failed = any(not ret["success"] for ret in outcome.answered.values())
     return 0 if outcome.complete and not failed else 1
 
 
 def json_outcome(outcome: JobOutcome) -> dict[str, Any]:
     """``{agent: result}`` (``{"error": ...}`` for a failed agent), plus MISSING_KEY if any did not answer."""
-    shown: dict[str, Any] = {agent: _result_of(ret) for agent, ret in sorted(outcome.returns.items())}
+    shown: dict[str, Any] = {agent: _result_of(ret) for agent, ret in sorted(outcome.answered.items())}
     if outcome.missing:
         shown[MISSING_KEY] = dict(sorted(outcome.missing.items()))
     return shown
@@ -97,17 +161,17 @@ def _report_at_once(outcome: JobOutcome) -> None:
 
 def _report_at_end(outcome: JobOutcome) -> None:
     if outcome.lost:
-        answered = len(outcome.returns)
-        fail(f"{outcome.lost} while job {outcome.jid} ran ({answered} of {len(outcome.expected)} agents had "
-             f"answered); the agents keep their returns, and once the master is back "
+        fail(f"{outcome.lost} while job {outcome.jid} ran ({len(outcome.returns)} of {len(outcome.expected)} "
+             f"agents had answered); the agents keep their returns, and once the master is back "
              f"`saltmarsh job show {outcome.jid}` holds them")
         return
-    for agent, why in sorted(outcome.silent.items()):
+    for agent, why in sorted({**outcome.silent, **outcome.timed_out}.items()):
         if agent not in outcome.offline:  # those were named when the job went out
             print(f"{clean(agent)}: did not answer job {outcome.jid}: {clean(why)}", file=sys.stderr)
-    failed = sorted(agent for agent, ret in outcome.returns.items() if not ret["success"])
+    answered = outcome.answered
+    failed = sorted(agent for agent, ret in answered.items() if not ret["success"])
     if failed:
-        fail(f"job {outcome.jid} failed on {len(failed)} of {len(outcome.returns)} agents that answered: "
+        fail(f"job {outcome.jid} failed on {len(failed)} of {len(answered)} agents that answered: "
              f"{', '.join(failed)}")
 
 
@@ -122,7 +186,7 @@ def _error_line(ret: dict[str, Any]) -> str:
 
 
 def _print_outcome(outcome: JobOutcome) -> None:
-    for agent, ret in sorted(outcome.returns.items()):
+    for agent, ret in sorted(outcome.answered.items()):
         print(f"{clean(agent)}:")
         print(block(ret["result"]) if ret["success"] else _error_line(ret))
 
@@ -159,3 +223,61 @@ def job_show(args: argparse.Namespace) -> int:
     for agent, why in sorted(job["silent"].items()):
         print(f"{clean(agent)}: no return: {clean(why)}")
     return 0
+
+
+def job_running(args: argparse.Namespace) -> int:
+    """List the jobs the target's agents hold: jid, function, agent, state, started, elapsed."""
+    try:
+        target = _target(args)
+    except ValueError as exc:
+        fail(f"bad target: {exc}")
+        return 2
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        reply = msgspec.convert(client.call("job.running", **_query(target, args.timeout)), type=RunningReply)
+    rows = [{"agent": agent, **to_builtins(job)} for agent, jobs in sorted(reply.running.items()) for job in jobs]
+    if args.json:
+        print_json(rows)
+    else:
+        print(f"{'JID':<22} {'FUNCTION':<24} {'AGENT':<16} {'STATE':<9} {'STARTED':<20} {'ELAPSED':>9}")
+        for row in rows:
+            started = datetime.datetime.fromtimestamp(row["started"], datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            print(f"{clean(row['jid']):<22} {clean(row['fun']):<24} {clean(row['agent']):<16} {row['state']:<9} "
+                  f"{started:<20} {row['elapsed']:>8.1f}s")
+    sys.stdout.flush()
+    return _report_missing(reply.missing, "did not say which jobs it runs")
+
+
+def job_kill(args: argparse.Namespace) -> int:
+    """Kill a job; print what each agent did (killed and how, or why there was nothing to kill)."""
+    try:
+        target = _target(args)
+    except ValueError as exc:
+        fail(f"bad target: {exc}")
+        return 2
+    with MasterClient.from_config_dir(args.config_dir) as client:
+        reply = msgspec.convert(client.call("job.kill", jid=args.jid, **_query(target, args.timeout)),
+                                type=KillReply)
+    if args.json:
+        print_json({agent: to_builtins(report) for agent, report in reply.reports.items()})
+    for agent, report in sorted(reply.reports.items()):
+        if not args.json:
+            print(f"{clean(agent)}: {report.outcome} job {clean(reply.jid)}: {clean(report.how)}")
+    sys.stdout.flush()
+    return _report_missing(reply.missing, f"did not answer the kill of job {reply.jid}")
+
+
+def _query(target: Target | None, timeout: float | None) -> dict[str, Any]:
+    """The optional arguments of a query, left out when not given (the master's defaults apply)."""
+    query: dict[str, Any] = {}
+    if target is not None:
+        query["target"] = target
+    if timeout is not None:
+        query["timeout"] = timeout
+    return query
+
+
+def _report_missing(missing: dict[str, str], what: str) -> int:
+    """Name each agent that did not answer; exit status 1 if there is any."""
+    for agent, why in sorted(missing.items()):
+        print(f"{clean(agent)}: {what}: {clean(why)}", file=sys.stderr)
+    return 1 if missing else 0
