@@ -6,16 +6,6 @@
 set -euo pipefail
 
 PACKAGES=(systemd-container iproute2 util-linux dpkg-dev zstd)
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    if ((EUID != 0)); then
-        echo "install-container-tools: need root to install ${missing[*]}; skipping (container tests will say why)" >&2
-        exit 0
-    fi
-    echo "install-container-tools: installing ${missing[*]}"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=scripts/apt-packages.sh
+source "$(dirname "$0")/apt-packages.sh"
+ensure_packages install-container-tools "container tests will say why" "${PACKAGES[@]}"
