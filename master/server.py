@@ -21,6 +21,7 @@ from .control import ControlServer
 from .controller import Controller, SeedAddresses
 from .eventbus import EventBus
 from .fileserver import SERVED_RECORDS, FileRequests, FileServer
+from .hostsetup import HostSetup
 from .inventory import Inventory
 from .jobcache import JobCache
 from .jobs import JobRouter
@@ -67,6 +68,7 @@ class Master:
         self.controller = Controller(self.inventory, placement, self.jobs, self.presence, self.keys,
                                      encode_public_key(self.identity.public_key),
                                      SeedAddresses(config.seed.master_address, config.interface), self.bus)
+        self.host_setup = HostSetup(self.jobs, self.presence, config.host)
         self.migrations = Migrations(self.controller, self.inventory, self.presence, self.bus, config.virt)
         self.bus.subscribe("saltmarsh/virt/", self.inventory.on_event)
         self.bus.subscribe("saltmarsh/agent/*/up", self.controller.on_agent_up)

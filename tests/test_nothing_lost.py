@@ -248,10 +248,14 @@ def _start_at_once(cluster: Cluster, ids: list[str], **settings: Any) -> None:
     cluster.wait_answering(*ids, timeout=120)
 
 
+# The job's deadline on the agent: longer than any job these tests run, master stops included.
+DETACHED_DEADLINE = 300.0
+
+
 def _run_detached(cluster: Cluster, target: str, fun: str, args: list[Any], kwargs: dict[str, Any]) -> str:
-    """Publish a job and stop waiting for it at once; its jid."""
+    """Publish a job without waiting for it (as ``run --async`` does); its jid."""
     with MasterClient.from_config_dir(cluster.master_dir) as client:
-        return client.run(make_target(target), fun, args, kwargs, timeout=0.5).jid
+        return client.submit(make_target(target), fun, args, kwargs, timeout=DETACHED_DEADLINE).jid
 
 
 def _returns(cluster: Cluster, jid: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``saltmarsh virt ...`` and ``saltmarsh host maintenance|role``: the cloud controller's commands."""
+"""``saltmarsh virt ...`` and ``saltmarsh host maintenance|role|setup``: the cloud controller's commands."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 import sys
 from typing import Any
 
+from . import setup
 from .arguments import integer, labels, seconds
 from .connect import connect
 from .output import clean, fail, print_json
@@ -79,6 +80,7 @@ def register_host(sub: Any) -> None:
     role.add_argument("id")
     role.add_argument("role", choices=("hypervisor", "guest"))
     role.set_defaults(handler=set_role)
+    setup.register(host_actions)
 
 
 def _register_init(actions: Any) -> None:
