@@ -12,8 +12,6 @@ import argparse
 import sys
 from typing import TYPE_CHECKING, Any
 
-from saltmarsh.protocol.targeting import make_target
-
 from .arguments import seconds
 from .connect import connect
 from .output import clean, fail, print_json
@@ -41,6 +39,8 @@ def register(host_actions: Any) -> None:
 
 def host_setup(args: argparse.Namespace) -> int:
     """Run the setup, print each host's states; 1 if any failed or a host did not answer."""
+    from saltmarsh.protocol.targeting import make_target  # with the message schemas: only when it runs
+
     try:
         target = make_target(args.target, as_list=args.as_list, as_labels=args.as_labels)
     except ValueError as exc:
