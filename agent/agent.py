@@ -86,7 +86,8 @@ class Agent:
         self.jobs = JobTable(lambda: self._job_lanes.abandoned)
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
                               self.libvirt, cfg.virt, images,
-                              MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls, self.jobs)
+                              MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls, self.jobs,
+                              cfg.setup_socket)
         self.executor = Executor(ctx, self.jobs, self._job_lanes, self.returns, self.spool,
                                  owns_lanes=self._owns_lanes)
         self.channel = RequestClient(

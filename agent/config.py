@@ -12,13 +12,15 @@ import msgspec
 from saltmarsh.pki.errors import InvalidAgentId
 from saltmarsh.pki.ids import validate_agent_id
 from saltmarsh.pki.keys import decode_public_key
+from saltmarsh.protocol.bounds import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR_NAME
 from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
 from saltmarsh.protocol.errors import ConfigError
 from saltmarsh.protocol.limits import Limits
 
+from .states.wire import SETUP_SOCKET
 from .virt.profiles import VirtConfig, VirtFile
 
-DEFAULT_CONFIG_DIR = Path("/etc/saltmarsh")
+DEFAULT_CONFIG_DIR = Path(DEFAULT_CONFIG_DIR_NAME)
 CONFIG_FILE = "agent.yaml"
 
 
@@ -52,6 +54,7 @@ class AgentFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only
     spool_max_events: Annotated[int, msgspec.Meta(ge=1)] = 200_000
     spool_max_returns: Annotated[int, msgspec.Meta(ge=1)] = 10_000
     libvirt_admin_uri: str = ""  # libvirtd's admin URI, to reload TLS files; "" = derived from libvirt_uri
+    setup_socket: str = SETUP_SOCKET  # the privileged setup helper (host.setup; agent/states/helper.py)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class AgentConfig:
     spool_max_events: int
     spool_max_returns: int
     libvirt_admin_uri: str
+    setup_socket: Path
 
     @property
     def root_dir_mode(self) -> int:
@@ -151,4 +155,5 @@ def load_agent_config(config_dir: Path) -> AgentConfig:
         spool_max_events=raw.spool_max_events,
         spool_max_returns=raw.spool_max_returns,
         libvirt_admin_uri=raw.libvirt_admin_uri,
+        setup_socket=resolve_dir(config_dir, raw.setup_socket),
     )

@@ -9,7 +9,9 @@
         ├── LibvirtFailure     libvirt refused a call (what, which VM, libvirt's message)
         ├── VmNotFound         no VM of that name on this hypervisor
         ├── VmConflict         a VM of that name already exists
-        └── InvalidSpec        a VM spec that does not validate
+        ├── InvalidSpec        a VM spec that does not validate
+        ├── StateError         a setup state could not be read or applied (the command, its message)
+        └── HelperUnavailable  the privileged setup helper is not there, refused us, or broke off
 
 Config errors are saltmarsh.protocol.errors.ConfigError; protocol errors are
 caught where frames arrive and logged.
@@ -60,3 +62,11 @@ class VmConflict(FunctionError):
 
 class InvalidSpec(FunctionError):
     """Raised when a VM spec (name, sizes, profiles, image) does not validate."""
+
+
+class StateError(FunctionError):
+    """Raised when a setup state cannot be read or applied: what was tried and why it did not work."""
+
+
+class HelperUnavailable(FunctionError):
+    """Raised when the setup helper's socket is missing, refuses this agent, or ends a run early."""

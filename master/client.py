@@ -16,6 +16,7 @@ import itertools
 import os
 import socket
 import stat
+import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,7 +25,6 @@ from typing import Any
 
 import msgspec
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.errors import MalformedFrame
@@ -32,9 +32,8 @@ from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS, TIMED_OUT
 from saltmarsh.protocol.messages import Target
 
 from .config import load_master_config
-from .control_messages import MAX_CONTROL_FRAME, ControlReply, ControlRequest, JobStarted
+from .control_messages import MAX_CONTROL_FRAME, BatchStarted, ControlReply, ControlRequest, Event, JobStarted
 from .errors import CommandError, NotRunning
-from .eventbus import Event
 
 DEFAULT_REPLY_TIMEOUT = 10.0
 # zmq_poll takes its timeout as a C int of milliseconds: a longer wait is polled in slices.
@@ -60,6 +59,7 @@ class JobOutcome:
     silent: dict[str, str] = field(default_factory=dict)
     offline: dict[str, str] = field(default_factory=dict)
     unknown: dict[str, str] = field(default_factory=dict)
+    not_started: dict[str, str] = field(default_factory=dict)  # a batch's agents it never started, and why
     lost: str = ""
 
     @property
@@ -76,7 +76,8 @@ class JobOutcome:
     @property
     def missing(self) -> dict[str, str]:
         """Every agent the job named that did not answer, with the reason."""
-        return {**self.unknown, **self.silent, **self.timed_out}
+        return {**self.unknown, **self.silent, **self.timed_out,
+                **{agent: f"not started: {why}" for agent, why in self.not_started.items()}}
 
     @property
     def complete(self) -> bool:
@@ -254,6 +255,60 @@ class MasterClient:
         outcome.returns.update(started.returns)
         return self._gather(request_id, outcome, started.wait, on_started)
 
+    def run_batch(self, target: Target, fun: str, args: list[Any], kwargs: dict[str, Any], timeout: float, *,
+                  batch: dict[str, Any], pause: float = 0.0, fail_fast: bool = False,
+                  on_started: Callable[[JobOutcome, int], None] | None = None) -> JobOutcome:
+        """Run a job as a batch (``run -b``): at most ``batch`` agents at a time; the outcome as ``run``'s.
+
+        ``batch`` is ``{"count": N}`` or ``{"percent": P}``. The master runs the batch (it goes on
+        if this client leaves); this waits for its ``done`` event. The outcome's ``jid`` is the
+        batch's id; ``on_started`` is given the outcome and how many agents run at once.
+        """
+        request_id = self._send("run.batch", {"fun": fun, "target": target, "args": args, "kwargs": kwargs,
+                                              "timeout": timeout, "batch": batch, "pause": pause,
+                                              "fail_fast": fail_fast})
+        started = self._converted(request_id, BatchStarted)
+        outcome = JobOutcome(started.batch, list(started.expected), offline=dict(started.offline),
+                             unknown=dict(started.unknown))
+        if on_started is not None:
+            on_started(outcome, started.size)
+        deadline = time.monotonic() + started.wait + RETURN_GRACE_SECONDS
+        try:
+            while not self._batch_event(outcome, self._next_events(request_id, deadline - time.monotonic())):
+                pass
+        except NotRunning as exc:
+            outcome.lost = str(exc)
+        self._end_stream(request_id)
+        outcome.silent.update(outcome.offline)  # never started, as run names them: offline since …
+        unanswered = [a for a in outcome.expected if a not in outcome.returns and a not in outcome.missing]
+        reason = "the master went away before it answered" if outcome.lost else "the batch ended without it"
+        outcome.silent.update({agent: reason for agent in unanswered})
+        return outcome
+
+    @staticmethod
+    def _batch_event(outcome: JobOutcome, batch: list[Event] | None) -> bool:
+        """Fold a batch's events into ``outcome``; True once it is over (``done``, or no event in time)."""
+        if batch is None:
+            return True
+        for event in batch:
+            parts = event.tag.split("/")  # saltmarsh/batch/<batch>/<what>[/<agent>] (protocol/tags.py)
+            what = parts[3] if len(parts) > 3 else ""
+            if what == "ret":
+                outcome.returns[event.data["id"]] = event.data
+            elif what == "silent":
+                outcome.silent[event.data["id"]] = event.data["reason"]
+            elif what == "done":
+                outcome.not_started.update(event.data["not_started"])
+                return True
+        return False
+
+    def _converted(self, request_id: int, kind: type[Any]) -> Any:
+        """The master's reply to ``request_id`` as ``kind``."""
+        try:
+            return msgspec.convert(self._result(request_id), type=kind)
+        except msgspec.ValidationError as exc:
+            raise CommandError(f"unreadable reply from the master: {exc}") from exc
+
     def _started(self, request_id: int) -> JobStarted:
         """The master's JobStarted reply to ``request_id``."""
         try:
@@ -352,7 +407,12 @@ class MasterClient:
 
     def _read_monitor(self) -> None:
         while self._monitor.poll(0):
-            if recv_monitor_message(self._monitor)["event"] == zmq.EVENT_DISCONNECTED:
+            # A monitor message: (event: uint16, value: int32) then the endpoint, as libzmq sends it.
+            # Read here rather than with zmq.utils.monitor, which imports zmq.asyncio and asyncio
+            # (30 ms of every CLI start) for its async variant.
+            frames = self._monitor.recv_multipart()
+            event, _value = struct.unpack("=hi", frames[0][:6])
+            if event == zmq.EVENT_DISCONNECTED:
                 self._epoch += 1
 
     def _result(self, request_id: int) -> Any:

@@ -9,10 +9,13 @@ from typing import Annotated
 import msgspec
 
 from saltmarsh.pki.ca_settings import CaSettings
+from saltmarsh.protocol.bounds import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR_NAME
 from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
 from saltmarsh.protocol.limits import Limits
 
-DEFAULT_CONFIG_DIR = Path("/etc/saltmarsh")
+from .hostprofile import HostFile, HostProfiles
+
+DEFAULT_CONFIG_DIR = Path(DEFAULT_CONFIG_DIR_NAME)
 CONFIG_FILE = "master.yaml"
 
 
@@ -64,6 +67,7 @@ class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     pki: PkiFile = msgspec.field(default_factory=PkiFile)
     virt: VirtMasterFile = msgspec.field(default_factory=VirtMasterFile)
     seed: SeedFile = msgspec.field(default_factory=SeedFile)
+    host: HostFile = msgspec.field(default_factory=HostFile)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class MasterConfig:
     cert_allowed_names: dict[str, list[str]]
     virt: VirtMasterFile
     seed: SeedFile
+    host: HostProfiles
 
     @property
     def root_dir_mode(self) -> int:
@@ -131,7 +136,8 @@ class MasterConfig:
 
 def load_master_config(config_dir: Path) -> MasterConfig:
     """Read ``master.yaml`` from ``config_dir`` (all defaults if absent); ConfigError if invalid."""
-    raw = load_yaml_config(config_dir / CONFIG_FILE, MasterFile)
+    path = config_dir / CONFIG_FILE
+    raw = load_yaml_config(path, MasterFile)
     return MasterConfig(
         config_dir=config_dir,
         interface=raw.interface,
@@ -151,4 +157,5 @@ def load_master_config(config_dir: Path) -> MasterConfig:
         cert_allowed_names={k: list(v) for k, v in raw.pki.allowed_names.items()},
         virt=raw.virt,
         seed=raw.seed,
+        host=HostProfiles.from_file(raw.host, str(path)),
     )

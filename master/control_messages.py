@@ -7,22 +7,27 @@ schema-checked like everything the master reads.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from saltmarsh.protocol.bounds import MAX_BATCH_COUNT
 from saltmarsh.protocol.jobcontrol import KillReport, RunningJob
-
-from .eventbus import Event
 
 MAX_CONTROL_FRAME = 1024 * 1024
 # libzmq drops a frame over its MAXMSGSIZE unread, with the connection, so nobody learns why;
 # it is set this far above our own limit so that the master reads, logs and answers a request
 # that is only too large, and the transport still drops a flood before Python allocates it.
 CONTROL_TRANSPORT_MAX = 2 * MAX_CONTROL_FRAME
-# Join tokens (saltmarsh key token --ttl): a token meant for a machine not built within a month
-# is better issued when it is.
-MAX_TOKEN_TTL = 30 * 24 * 3600.0
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One event of the master's bus: its tag, its data, when it happened, and which agent (if any) raised it."""
+
+    tag: str
+    data: Any
+    ts: float
+    agent: str = ""
 
 
 class ControlRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -81,3 +86,67 @@ class KillReply(msgspec.Struct, frozen=True):
     jid: str
     reports: dict[str, KillReport]
     missing: dict[str, str] = {}
+
+
+# ---- batches (master/batch.py, master/commands/batch.py) ------------------------------------
+
+
+class BatchSize(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """How many agents of a batch run at once: ``count`` of them, or ``percent`` of the expected ones.
+
+    Exactly one is given; the master turns a percentage into a count (master/batch.py: batch_size).
+    """
+
+    count: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH_COUNT)] | None = None
+    percent: Annotated[float, msgspec.Meta(gt=0, le=100)] | None = None
+
+
+class BatchStarted(msgspec.Struct, frozen=True):
+    """The reply to ``run.batch``: the batch, who is expected, who will not answer, and how many at once.
+
+    ``batch`` names the batch's events (``saltmarsh/batch/<batch>/…``, protocol/tags.py); each agent's
+    own job has its own jid (in its ``start`` event). ``offline`` and ``unknown`` are as in JobStarted:
+    those agents are never started. ``wait`` is the longest the whole batch can take.
+    """
+
+    batch: str
+    expected: list[str]
+    size: int
+    wait: float
+    offline: dict[str, str] = {}
+    unknown: dict[str, str] = {}
+
+
+# ---- the fleet view (master/commands/agents.py) ---------------------------------------------
+
+AgentStatus = Literal["up", "down", "never connected"]
+
+
+class AgentView(msgspec.Struct, frozen=True, kw_only=True):
+    """One agent as the master knows it (``agent.list`` and ``agent.show``); times are seconds since the epoch.
+
+    ``since`` is when it came up (``state`` "up") or went down ("down"); None if it never connected
+    to this master, or (up) if it came up before a master restart. ``address`` is where its last
+    hello came from since the master started. ``running`` counts the jobs it holds (queued or
+    running) by its own word, ``abandoned`` the stuck threads it gave up on; both None when it was
+    not asked (down, key not accepted) or did not answer, with why in ``running_note``. ``libvirt``
+    is None for an agent that is no hypervisor the inventory knows (a guest, or no snapshot yet).
+    """
+
+    id: str
+    key: str
+    state: AgentStatus
+    since: float | None
+    last_seen: float | None
+    first_seen: float | None
+    labels: dict[str, str]
+    version: str
+    address: str
+    role: Literal["hypervisor", "guest"]
+    fingerprint: str
+    running: int | None = None
+    abandoned: int | None = None
+    running_note: str = ""
+    libvirt: bool | None = None
+    libvirt_error: str = ""
+    maintenance: bool = False

@@ -25,20 +25,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
 from saltmarsh.protocol.targeting import GLOB_CHARS
 
+# Defined with the control socket's messages, which carry it, so that a client reads events
+# without importing the bus (and logging) itself.
+from .control_messages import Event as Event
+
 log = logging.getLogger(__name__)
-
-
-class Event(msgspec.Struct, frozen=True):
-    """One event: its tag, its data, when it happened, and which agent (if any) raised it."""
-
-    tag: str
-    data: Any
-    ts: float
-    agent: str = ""
 
 
 Callback = Callable[[Event], None]

@@ -91,9 +91,9 @@ class KeyManager:
         if state is KeyState.PENDING and req.body.token:
             state = self._redeem(agent_id, req.body.token)
         if state is KeyState.ACCEPTED:
-            self._presence.hello(agent_id, req.body.labels, req.body.version, req.routing_id)
+            self._presence.hello(agent_id, req.body.labels, req.body.version, req.routing_id, req.peer)
         else:
-            self._presence.note_unaccepted(agent_id, req.body.labels, req.body.version, req.routing_id)
+            self._presence.note_unaccepted(agent_id, req.body.labels, req.body.version, req.routing_id, req.peer)
         return self._welcome(state)
 
     def _redeem(self, agent_id: str, sealed: bytes) -> KeyState:

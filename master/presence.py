@@ -35,6 +35,8 @@ class AgentState:
     down_since: float | None = None
     routing_id: bytes | None = None
     up: bool = False
+    up_since: float | None = None  # live only: nobody is up across a master restart
+    address: str = ""  # where its last hello came from (live only), for the fleet view
 
 
 def _when(ts: float) -> str:
@@ -80,17 +82,19 @@ class Presence:
         """Ids of agents that are up."""
         return [a for a, s in self._agents.items() if s.up]
 
-    def hello(self, agent_id: str, labels: dict[str, str], version: str, routing_id: bytes) -> None:
-        """Record an authenticated hello: labels and version may have changed."""
+    def hello(self, agent_id: str, labels: dict[str, str], version: str, routing_id: bytes,
+              address: str = "") -> None:
+        """Record an authenticated hello: labels, version and address may have changed."""
         state = self._state(agent_id)
-        state.labels, state.version = dict(labels), version
+        state.labels, state.version, state.address = dict(labels), version, address
         self.seen(agent_id, routing_id)
         self._save(state)
 
-    def note_unaccepted(self, agent_id: str, labels: dict[str, str], version: str, routing_id: bytes) -> None:
+    def note_unaccepted(self, agent_id: str, labels: dict[str, str], version: str, routing_id: bytes,
+                        address: str = "") -> None:
         """Remember an agent whose key is not accepted yet: its labels, and how to push acceptance."""
         state = self._state(agent_id)
-        state.labels, state.version, state.routing_id = dict(labels), version, routing_id
+        state.labels, state.version, state.routing_id, state.address = dict(labels), version, routing_id, address
 
     def seen(self, agent_id: str, routing_id: bytes) -> None:
         """Record any authenticated message from an accepted agent."""
@@ -100,7 +104,7 @@ class Presence:
         self._dirty_seen[agent_id] = now
         if not state.up:
             log.info("agent %s is up (%s)", agent_id, self._was(state))
-            state.up, state.down_since = True, None
+            state.up, state.down_since, state.up_since = True, None, now
             self._save(state)
             self._bus.fire(agent_tag(agent_id, "up"), {"id": agent_id, "labels": state.labels})
 
@@ -124,7 +128,7 @@ class Presence:
         state = self._agents.get(agent_id)
         if state is None or not state.up:
             return
-        state.up, state.down_since = False, time.time()
+        state.up, state.down_since, state.up_since = False, time.time(), None
         log.info("agent %s is down: %s (last seen %s)", agent_id, why, _when(state.last_seen))
         self._save(state)
         self._bus.fire(agent_tag(agent_id, "down"), {"id": agent_id, "reason": why})

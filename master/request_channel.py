@@ -63,6 +63,7 @@ class Request:
     body: Message
     public_key: bytes
     accepted: bool
+    peer: str = ""  # the sender's address as libzmq reports it ("" if unknown)
 
 
 Handler = Callable[[Request], Awaitable[Message | None]]
@@ -134,7 +135,7 @@ class RequestChannel:
             self._reject(peer, MalformedFrame(f"{len(parts) - 1} frames in one message, expected 1"))
             return
         try:
-            await self._handle(parts[0].bytes, parts[1].bytes)
+            await self._handle(parts[0].bytes, parts[1].bytes, peer)
         except (ProtocolError, InvalidAgentId) as exc:
             self._reject(peer, exc)
         except Exception:  # a bug in a handler must not take the channel down
@@ -144,7 +145,7 @@ class RequestChannel:
         self.rejected += 1
         self._reject_log.warning(type(exc).__name__, "rejected frame from %s: %s", peer, exc)
 
-    async def _handle(self, routing_id: bytes, frame: bytes) -> None:
+    async def _handle(self, routing_id: bytes, frame: bytes, peer: str = "") -> None:
         outer = parse_outer(frame, self._limits)
         # The id becomes a key file's name and a tag part: refuse it before anything looks it up.
         validate_agent_id(outer.sender)
@@ -162,7 +163,7 @@ class RequestChannel:
         body = decode(plain, kind, f"{header.kind} body")
         self.handled[header.kind] += 1
         handler = self._handlers[header.kind]
-        reply = await handler(Request(header.sender, routing_id, header, body, public_key, accepted))
+        reply = await handler(Request(header.sender, routing_id, header, body, public_key, accepted, peer))
         if reply is not None:
             await self.send(routing_id, public_key, reply, header.nonce)
 

@@ -25,12 +25,14 @@ from saltmarsh.protocol.messages import (
 )
 
 from .agent_events import AgentEventRelay
+from .batch import Batches
 from .certificates import CertificateService
 from .config import MasterConfig
 from .control import ControlServer
 from .controller import Controller, SeedAddresses
 from .eventbus import EventBus
 from .fileserver import SERVED_RECORDS, FileRequests, FileServer
+from .hostsetup import HostSetup
 from .inventory import Inventory
 from .jobcache import JobCache
 from .jobs import JobRouter
@@ -70,6 +72,7 @@ class Master:
             max_pending_keys=config.max_pending_keys,
         )
         self.jobs = JobRouter(self.cache, self.bus, self.publisher, self.presence, self.keys)
+        self.batches = Batches(self.jobs, self.bus, self.presence)
         self.relay = AgentEventRelay(self.bus, self.presence, self.cache)
         self.inventory = Inventory(self.cache, self.keys.is_guest)
         placement = Placement(self.inventory, self.presence.is_up,
@@ -77,6 +80,7 @@ class Master:
         self.controller = Controller(self.inventory, placement, self.jobs, self.presence, self.keys,
                                      encode_public_key(self.identity.public_key),
                                      SeedAddresses(config.seed.master_address, config.interface), self.bus)
+        self.host_setup = HostSetup(self.jobs, self.presence, config.host)
         self.migrations = Migrations(self.controller, self.inventory, self.presence, self.bus, config.virt)
         self.bus.subscribe("saltmarsh/virt/", self.inventory.on_event)
         self.resync = InventoryChecks(self.inventory, self.presence, self.keys, self.channel)
@@ -116,6 +120,7 @@ class Master:
         try:
             await stop.wait()
         finally:
+            await self.batches.close()
             await cancel_and_wait(tasks)
             self.close()
         log.info("master stopped")

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 import msgspec.inspect
-import yaml
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    pass
 
 C = TypeVar("C")
 
@@ -73,6 +76,11 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not UTF-8 text (invalid byte at offset {exc.start})") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    simple = read_simple_yaml(text)
+    if simple is not None:
+        return simple
+    import yaml  # only for a file the simple reader leaves to it: 10 ms of every CLI start otherwise
+
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
@@ -83,8 +91,59 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: a value cannot be read: {_one_line(exc)}") from exc
 
 
+# The flat files most configs are (``key: value`` lines, as yaml.safe_dump writes them), read
+# without PyYAML. A value is taken only where YAML 1.1 (PyYAML's safe loader) reads it the same:
+# a decimal integer without a leading zero (017 is octal there), a decimal with digits on both
+# sides of its point, true or false in lower case, a word that starts with a letter or "/" and is
+# none of YAML's null and boolean words (yes, off, …), digits in three or more dotted groups (an
+# address: neither a number nor a date there), or a single-quoted string without a quote in it.
+# Anything else (nesting, lists, comments after a value, flow style, anchors, other spellings)
+# leaves the whole file to PyYAML.
+_SIMPLE_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*): (.+)")
+_SIMPLE_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+_SIMPLE_FLOAT = re.compile(r"-?[0-9]+\.[0-9]+")
+_SIMPLE_WORD = re.compile(r"[A-Za-z/][A-Za-z0-9_./-]*")
+_SIMPLE_DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+){2,}")
+_SIMPLE_QUOTED = re.compile(r"'([^']*)'")
+_YAML_WORDS = frozenset(("null", "true", "false", "yes", "no", "on", "off", "y", "n"))
+
+
+def read_simple_yaml(text: str) -> dict[str, Any] | None:
+    """``text`` as PyYAML's safe loader reads it, if it is a flat file of simple ``key: value`` lines; else None."""
+    document: dict[str, Any] = {}
+    for raw in text.splitlines():
+        line = raw.rstrip(" ")
+        if not line or line.startswith("#"):
+            continue
+        match = _SIMPLE_LINE.fullmatch(line)
+        value = _simple_value(match.group(2)) if match else None
+        if match is None or value is None:
+            return None
+        document[match.group(1)] = value[0]
+    return document
+
+
+def _simple_value(text: str) -> tuple[Any] | None:
+    """(the value,) of a simple scalar, or None if it is not one of the simple forms."""
+    if _SIMPLE_INT.fullmatch(text):
+        try:
+            return (int(text),)
+        except ValueError:  # past Python's digit limit: PyYAML fails on it too, and says so in our words
+            return None
+    if _SIMPLE_FLOAT.fullmatch(text):
+        return (float(text),)
+    if text in ("true", "false"):
+        return (text == "true",)
+    if (_SIMPLE_WORD.fullmatch(text) and text.lower() not in _YAML_WORDS) or _SIMPLE_DOTTED.fullmatch(text):
+        return (text,)
+    quoted = _SIMPLE_QUOTED.fullmatch(text)
+    return (quoted.group(1),) if quoted else None
+
+
 def _one_line(exc: Exception) -> str:
     """PyYAML's messages span lines (problem, context, a caret under the column); start-up errors are one."""
+    import yaml
+
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
         mark = exc.problem_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""

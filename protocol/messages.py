@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
+from .bounds import MAX_INTERVAL
 from .limits import MAX_FUNCTION_NAME, MAX_ID_LENGTH, MAX_TAG_LENGTH
 
 AgentId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
@@ -60,7 +61,7 @@ class Heartbeat(Message, frozen=True):
 # Times and durations on the wire are finite and not negative: a NaN would pass every
 # comparison it meets and print as invalid JSON (``job show --json``).
 Seconds = Annotated[float, msgspec.Meta(ge=0, le=1e11)]
-Interval = Annotated[float, msgspec.Meta(gt=0, le=1e9)]
+Interval = Annotated[float, msgspec.Meta(gt=0, le=MAX_INTERVAL)]
 
 
 class ErrorInfo(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -38,6 +38,11 @@ def job_ret_tag(jid: str, agent_id: str) -> str:
     return f"{PREFIX}/job/{jid}/ret/{agent_id}"
 
 
+def batch_tag(batch: str, what: str, agent_id: str = "") -> str:
+    """saltmarsh/batch/<batch>/<start|ret|silent>/<agent>, or saltmarsh/batch/<batch>/done"""
+    return f"{PREFIX}/batch/{batch}/{what}/{agent_id}" if agent_id else f"{PREFIX}/batch/{batch}/{what}"
+
+
 def _allowed(char: str) -> bool:
     return "!" <= char <= "~"
 
@@ -75,16 +80,17 @@ def pattern_fault(pattern: str) -> str:
 def agent_tag_fault(agent_id: str, tag: object) -> str:
     """Why the authenticated agent ``agent_id`` may not fire ``tag``, or "" if it may.
 
-    Agents may fire well-formed tags under their own subtrees (``saltmarsh/agent/<id>/...``
-    and ``saltmarsh/virt/<id>/...``) and anything outside ``saltmarsh/``; never the master's
+    Agents may fire well-formed tags under their own subtrees (``saltmarsh/agent/<id>/...``,
+    ``saltmarsh/virt/<id>/...`` and ``saltmarsh/host/<id>/...``, the progress of ``host setup``)
+    and anything outside ``saltmarsh/``; never the master's
     own tags (jobs, keys) nor another agent's, so an agent cannot forge a return or a key event.
     """
     fault = tag_fault(tag)
     if fault or not isinstance(tag, str) or not tag.startswith(PREFIX + "/"):
         return fault
-    own = (f"{PREFIX}/agent/{agent_id}/", f"{PREFIX}/virt/{agent_id}/")
+    own = (f"{PREFIX}/agent/{agent_id}/", f"{PREFIX}/virt/{agent_id}/", f"{PREFIX}/host/{agent_id}/")
     if not tag.startswith(own) or ".." in tag.split("/"):
-        return f"it is not one it may fire (under {PREFIX}/ only {own[0]}... and {own[1]}...)"
+        return f"it is not one it may fire (under {PREFIX}/ only {own[0]}..., {own[1]}... and {own[2]}...)"
     return ""
 
 

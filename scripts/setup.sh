@@ -6,15 +6,9 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(python3 python3-venv python3-dev gcc pkg-config libvirt-dev libvirt-clients qemu-utils
     mmdebstrap syslinux syslinux-common mtools dosfstools fdisk e2fsprogs zstd)
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    echo "setup: installing ${missing[*]}"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+# shellcheck source=scripts/apt-packages.sh
+source scripts/apt-packages.sh
+ensure_packages setup "the steps below will fail" "${APT_PACKAGES[@]}"
 
 PYTHON=/usr/bin/python3
 if [[ ! -x .venv/bin/python ]]; then

@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/install-libvirtd.sh
+bash scripts/install-container-tools.sh
 exec .venv/bin/python -m pytest "$@"

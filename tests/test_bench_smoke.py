@@ -92,3 +92,29 @@ def test_bench_images_quick_prints_the_fetch_beside_cp() -> None:
                     "  master CPU over it"):
         assert any(line.startswith(measure) for line in lines), (measure, result.stdout)
     assert "37.6 MB/s" in result.stdout and "load averages" in result.stdout
+
+
+@pytest.mark.timeout(240)
+def test_bench_cli_startup_quick_prints_each_command_beside_python_and_the_ratio_it_computed() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.cli_startup", "--quick"],
+        cwd=ROOT, capture_output=True, text=True, timeout=230,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    lines = result.stdout.splitlines()
+    sections = [i for i, line in enumerate(lines) if line.startswith("[")]
+    assert [lines[i].split()[0] for i in sections] == ["[PYTHONDONTWRITEBYTECODE=1", "[bytecode"], result.stdout
+    row = re.compile(r"(.+?)  +([\d.]+) ms \([\d.]+–[\d.]+\) +([\d.]+)x +(≤ 4x +(yes|NO)|—) +([\d.]+) ms +([\d.]+)x$")
+    for start in sections:
+        rows = {m.group(1): m for m in map(row.match, lines[start + 1:start + 7])}
+        assert list(rows) == ["python3 -c pass", ".venv/bin/python -c pass",
+                              ".venv/bin/python -c 'import argparse, msgspec, zmq'", "saltmarsh --help",
+                              "saltmarsh key list", "saltmarsh run hv1 test.ping"], result.stdout
+        reference = float(rows["python3 -c pass"].group(2))
+        for label, match in rows.items():
+            # Each ratio is the benchmark's own division of the medians it printed (to their rounding).
+            ratio, wall = float(match.group(3)), float(match.group(2))
+            assert abs(ratio - wall / reference) <= 0.01 + 0.01 * wall / reference, (label, match.group(0))
+        ping = rows["saltmarsh run hv1 test.ping"]
+        assert ping.group(5) == ("yes" if float(ping.group(3)) <= 4 else "NO"), ping.group(0)
+    assert "load averages:" in result.stdout

@@ -9,17 +9,38 @@ from pathlib import Path
 import pytest
 
 UNITS = sorted((Path(__file__).parent.parent / "systemd").glob("*.service"))
+# The one unit that runs as root: it installs packages and writes /etc (README, "Privileges of host setup").
+HELPER = "saltmarsh-setup-helper.service"
+DAEMONS = [unit for unit in UNITS if unit.name != HELPER]
 HARDENING = ("NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes", "CapabilityBoundingSet=",
              "RestrictAddressFamilies=", "SystemCallFilter=@system-service", "UMask=0077")
+# What the helper keeps of that (its job forbids the rest), and what it has instead.
+HELPER_HARDENING = ("PrivateTmp=yes", "ProtectHome=yes", "ProtectKernelModules=yes", "CapabilityBoundingSet=CAP_",
+                    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK", "SystemCallFilter=@system-service",
+                    "SystemCallFilter=~@reboot @swap @module @raw-io", "RuntimeDirectoryMode=0750", "UMask=0022")
+# Capabilities a package installer never needs: none of them may be in the helper's bounding set.
+HELPER_NEVER = ("CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_BOOT", "CAP_SYS_TIME", "CAP_SYS_PTRACE", "CAP_BPF",
+                "CAP_PERFMON", "CAP_MAC_ADMIN", "CAP_MAC_OVERRIDE", "CAP_SYSLOG", "CAP_NET_RAW")
 
 
-@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+@pytest.mark.parametrize("unit", DAEMONS, ids=lambda p: p.name)
 def test_unit_is_hardened_and_runs_in_foreground(unit: Path) -> None:
     text = unit.read_text()
     for setting in HARDENING:
         assert setting in text, f"{unit.name} lacks {setting}"
     assert "User=saltmarsh" in text and "User=root" not in text
     assert "-c /etc/saltmarsh" in text and "KillSignal=SIGTERM" in text
+
+
+@pytest.mark.timeout(30)
+def test_only_the_setup_helper_is_root_and_it_is_hardened_as_far_as_its_job_allows() -> None:
+    assert [unit.name for unit in UNITS if "User=root" in unit.read_text()] == [HELPER]
+    text = (Path(__file__).parent.parent / "systemd" / HELPER).read_text()
+    for setting in HELPER_HARDENING:
+        assert setting in text, f"{HELPER} lacks {setting}"
+    bounding = next(line for line in text.splitlines() if line.startswith("CapabilityBoundingSet="))
+    assert not [cap for cap in HELPER_NEVER if cap in bounding.split("=", 1)[1].split()]
+    assert "-c /etc/saltmarsh" in text and "KillSignal=SIGTERM" in text and "Before=saltmarsh-agent.service" in text
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from saltmarsh.protocol.jobcontrol import LaneName
@@ -51,6 +52,7 @@ class FunctionContext:
     master: MasterAddress
     tls: LibvirtTls
     jobs: JobTable
+    setup_socket: Path  # the privileged setup helper's socket (host.setup)
 
 
 Function = Callable[..., Any]
@@ -117,4 +119,4 @@ def usage(name: str) -> str:
 def load_all() -> None:
     """Import every function module so that its functions register."""
     from ..virt import console, create, inventory, keys, lifecycle, migration, networks, snapshots  # noqa: F401
-    from . import event, host, jobs, system, testing  # noqa: F401
+    from . import event, host, jobs, setup, system, testing  # noqa: F401

@@ -9,30 +9,53 @@ the operating system's refusals (OSError: a file or socket we may not open).
 
 from __future__ import annotations
 
+import importlib
+import sys
 from pathlib import Path
 
+from saltmarsh.protocol.bounds import DEFAULT_CONFIG_DIR
 from saltmarsh.protocol.errors import ConfigError
 
-from ..config import DEFAULT_CONFIG_DIR
 from ..errors import MasterError
-from . import events, images, jobs, keys, pki, virt
 from .arguments import OneLineParser
 from .output import fail
+from .table import HELP, MODULES
 
 
-def build_parser() -> OneLineParser:
-    """The whole command tree."""
+def build_parser(command: str | None = None) -> OneLineParser:
+    """The command tree: whole, or (``command`` given) whole only for ``command``.
+
+    The other commands are there by name and help alone, which is all ``saltmarsh --help`` and
+    argparse's "invalid choice" show of them, and their modules are not imported: argparse builds
+    each parser in Python, and the whole tree has some fifty. An unknown ``command`` gets the whole tree.
+    """
     parser = OneLineParser(prog="saltmarsh", description="Control a saltmarsh master.")
-    parser.add_argument("-c", "--config-dir", type=Path, default=DEFAULT_CONFIG_DIR, help="holds master.yaml")
+    parser.add_argument("-c", "--config-dir", type=Path, default=Path(DEFAULT_CONFIG_DIR), help="holds master.yaml")
     sub = parser.add_subparsers(dest="command", required=True)
-    for family in (keys, jobs, events, virt, pki, images):
-        family.register(sub)
+    for name, module in MODULES.items():
+        if command in MODULES and name != command:
+            sub.add_parser(name, help=HELP[name])
+        else:  # a module of several commands has register_<command> for each
+            family = importlib.import_module(f"{__name__}.{module}")
+            getattr(family, f"register_{name}", family.register)(sub)
     return parser
+
+
+def command_word(argv: list[str]) -> str | None:
+    """The command ``argv`` names (its first word that is neither an option nor -c's value), if any."""
+    words = iter(argv)
+    for word in words:
+        if word in ("-c", "--config-dir"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``saltmarsh`` command."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_word(words)).parse_args(words)
     try:
         status: int = args.handler(args)
     except (MasterError, ConfigError) as exc:

@@ -12,15 +12,14 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from typing import NoReturn, get_args
+from typing import NoReturn
 
-from saltmarsh.protocol.messages import Interval
-from saltmarsh.protocol.targeting import parse_labels
+from saltmarsh.protocol.bounds import MAX_INTERVAL
 
 from .output import clean
 
 # The longest wait the protocol carries (Interval, on every job): a larger one is refused by the master.
-MAX_SECONDS = float(next(meta.le for meta in get_args(Interval)[1:] if getattr(meta, "le", None) is not None))
+MAX_SECONDS = MAX_INTERVAL
 MAX_INT = 2**53  # beyond this a number is no count anyone means (and JSON readers lose precision)
 
 
@@ -67,8 +66,17 @@ def integer(low: int, high: int = MAX_INT) -> Callable[[str], int]:
 
 def labels(text: str) -> dict[str, str]:
     """An argument type: ``k=v[,k=v]`` labels."""
+    from saltmarsh.protocol.targeting import parse_labels  # with the message schemas: only when used
+
     try:
         return parse_labels(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
+
+
+def target_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """An optional TARGET (``what`` is its help), with -L (an id list) and -l (labels)."""
+    parser.add_argument("-L", "--list", dest="as_list", action="store_true", help="TARGET is a comma-separated id list")
+    parser.add_argument("-l", "--labels", dest="as_labels", action="store_true", help="TARGET is key=value,... labels")
+    parser.add_argument("target", nargs="?", default=None, help=what)

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from typing import Any
 
-from saltmarsh.protocol.codec import to_builtins
-
-from ..client import MasterClient
 from .arguments import integer, seconds
+from .connect import connect
 from .output import clean, json_safe
+from .table import HELP
 
 
 def register(sub: Any) -> None:
     """Add the ``events`` command."""
-    events = sub.add_parser("events", help="stream events whose tag matches GLOB (a prefix or a glob)")
+    events = sub.add_parser("events", help=HELP["events"])
     events.add_argument("pattern", nargs="?", default="", metavar="GLOB")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
     events.add_argument("--count", type=integer(0), default=0, help="stop after N events (0: never)")
@@ -27,6 +25,10 @@ def register(sub: Any) -> None:
 
 def event_line(event: Any) -> str:
     """One event for people: time, tag, data as JSON; what came from the agent escaped (see output.clean)."""
+    import datetime
+
+    from saltmarsh.protocol.codec import to_builtins
+
     when = datetime.datetime.fromtimestamp(event.ts).strftime("%H:%M:%S.%f")[:-3]
     data = json.dumps(json_safe(to_builtins(event.data)), sort_keys=True, default=repr)
     return f"{when} {clean(event.tag)} {clean(data)}"
@@ -34,8 +36,10 @@ def event_line(event: Any) -> str:
 
 def stream_events(args: argparse.Namespace) -> int:
     """Print events as they arrive."""
+    from saltmarsh.protocol.codec import to_builtins
+
     seen = 0
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         for event in client.events(args.pattern, idle_timeout=args.idle_timeout):
             if args.json:
                 print(json.dumps(json_safe(to_builtins(event)), sort_keys=True, default=repr))

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import load_master_config
 from .output import clean, print_json
+from .table import HELP
 
 if TYPE_CHECKING:
     from saltmarsh.master.images.recipe import Recipe
@@ -23,7 +23,7 @@ MiB = 1024 * 1024
 
 def register(sub: Any) -> None:
     """Add the ``image`` command family."""
-    image = sub.add_parser("image", help="bootable guest images in the master's file roots")
+    image = sub.add_parser("image", help=HELP["image"])
     actions = image.add_subparsers(dest="action", required=True)
     build = actions.add_parser("build", help="build a bootable Debian guest image (qcow2) with the agent inside",
                                description="Build NAME.qcow2 (with NAME.qcow2.sha256 and NAME.recipe.json) "
@@ -59,6 +59,8 @@ def image_build(args: argparse.Namespace) -> int:
     from saltmarsh.master.images import source
     from saltmarsh.master.images.build import BuildRequest, build, preflight
     from saltmarsh.master.images.recipe import check_name
+
+    from ..config import load_master_config
 
     # The arguments first (each refusal names the one at fault), then the host and its config.
     check_name(args.name)
@@ -114,6 +116,8 @@ def image_list(args: argparse.Namespace) -> int:
     """Print every image under the file roots."""
     from saltmarsh.master.fileserver import SERVED_RECORDS
     from saltmarsh.master.images.catalog import catalog
+
+    from ..config import load_master_config
 
     config = load_master_config(args.config_dir)
     entries = catalog(config.file_roots, config.root_dir / SERVED_RECORDS)  # reads the records even with no roots

@@ -1,47 +1,67 @@
-"""``saltmarsh run [--async]`` and ``saltmarsh job list|show|wait|running|kill``."""
+"""``saltmarsh run [--async] [-b N|P%]`` and ``saltmarsh job list|show|wait|running|kill``.
+
+The schemas and the client are imported by the handlers that use them, not here: building the
+parser (``--help``) needs none of them.
+"""
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import math
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import msgspec
+from saltmarsh.protocol.bounds import DEFAULT_RUN_TIMEOUT, MAX_BATCH_COUNT, MAX_BATCH_PAUSE
 
-from saltmarsh.protocol.codec import to_builtins
-from saltmarsh.protocol.messages import Target
-from saltmarsh.protocol.targeting import make_target
-
-from ..client import JobOutcome, MasterClient
-from ..control_messages import KillReply, RunningReply
-from .arguments import integer, seconds
+from .arguments import integer, seconds, target_arguments
+from .connect import connect
 from .output import block, clean, fail, parse_value, print_json
+from .table import HELP
+
+if TYPE_CHECKING:
+    from saltmarsh.protocol.messages import Target
+
+    from ..client import JobOutcome
 
 KWARG = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
-DEFAULT_TIMEOUT = 10.0
 # The key under which ``run --json`` lists the agents that did not answer. Agent ids start
 # with a letter or digit (pki/ids.py), so it can never be an agent's own key.
 MISSING_KEY = "_missing"
 
 
 def register(sub: Any) -> None:
-    """Add ``run`` and the ``job`` command family."""
-    run = sub.add_parser("run", help="run a function on the targeted agents")
+    """Add ``run`` and ``job``."""
+    register_run(sub)
+    register_job(sub)
+
+
+def register_run(sub: Any) -> None:
+    """Add ``run``."""
+    run = sub.add_parser("run", help=HELP["run"])
     run.add_argument("-L", "--list", dest="as_list", action="store_true", help="TARGET is a comma-separated id list")
     run.add_argument("-l", "--labels", dest="as_labels", action="store_true", help="TARGET is key=value,... labels")
-    run.add_argument("--timeout", type=seconds(), default=DEFAULT_TIMEOUT,
+    run.add_argument("--timeout", type=seconds(), default=DEFAULT_RUN_TIMEOUT,
                      help="the job's deadline on each agent, and how long to wait for them")
     run.add_argument("--json", action="store_true",
                      help=f"print {{agent: result}}, and {{{MISSING_KEY!r}: {{agent: reason}}}} if any did not answer")
     run.add_argument("--async", dest="run_async", action="store_true",
                      help="print the jid at once and do not wait (see `saltmarsh job wait JID`)")
+    run.add_argument("-b", "--batch", type=batch_size, default=None, metavar="N|P%",
+                     help="run on at most N agents (or P %% of them) at a time, the next as one finishes")
+    run.add_argument("--batch-wait", type=seconds(MAX_BATCH_PAUSE), default=0.0, metavar="S",
+                     help="with -b: pause S seconds after each agent finishes before the next starts")
+    run.add_argument("--fail-fast", action="store_true",
+                     help="with -b: start no more agents once one failed or did not answer")
     run.add_argument("target")
     run.add_argument("function")
     run.add_argument("arguments", nargs="*", metavar="ARG", help="positional args and key=value kwargs")
     run.set_defaults(handler=run_job)
-    job = sub.add_parser("job", help="jobs in the job cache")
+
+
+def register_job(sub: Any) -> None:
+    """Add ``job``."""
+    job = sub.add_parser("job", help=HELP["job"])
     actions = job.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="newest jobs first")
     listing.add_argument("--limit", type=integer(1), default=50)
@@ -58,22 +78,16 @@ def register(sub: Any) -> None:
     wait.add_argument("--json", action="store_true", help="as run --json")
     wait.set_defaults(handler=job_wait)
     running = actions.add_parser("running", help="the jobs agents hold now: queued, running, abandoned")
-    _target_arguments(running, "whose jobs (default: every agent)")
+    target_arguments(running, "whose jobs (default: every agent)")
     running.add_argument("--timeout", type=seconds(), default=None, help="seconds to wait for the agents")
     running.add_argument("--json", action="store_true")
     running.set_defaults(handler=job_running)
     kill = actions.add_parser("kill", help="end a job on the agents still running it")
     kill.add_argument("jid")
-    _target_arguments(kill, "where (default: every expected agent that has not answered)")
+    target_arguments(kill, "where (default: every expected agent that has not answered)")
     kill.add_argument("--timeout", type=seconds(), default=None, help="seconds to wait for the agents")
     kill.add_argument("--json", action="store_true")
     kill.set_defaults(handler=job_kill)
-
-
-def _target_arguments(parser: Any, what: str) -> None:
-    parser.add_argument("-L", "--list", dest="as_list", action="store_true", help="TARGET is a comma-separated id list")
-    parser.add_argument("-l", "--labels", dest="as_labels", action="store_true", help="TARGET is key=value,... labels")
-    parser.add_argument("target", nargs="?", default=None, help=what)
 
 
 def split_arguments(words: list[str]) -> tuple[list[Any], dict[str, Any]]:
@@ -89,8 +103,23 @@ def split_arguments(words: list[str]) -> tuple[list[Any], dict[str, Any]]:
     return args, kwargs
 
 
+def batch_size(text: str) -> dict[str, Any]:
+    """An argument type: ``N`` (a count of agents) or ``P%`` (a percentage of them), as run.batch takes it."""
+    if not text.endswith("%"):
+        return {"count": integer(1, MAX_BATCH_COUNT)(text)}
+    try:
+        percent = float(text[:-1])
+    except ValueError:
+        percent = math.nan
+    if not 0 < percent <= 100:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentage above 0 and at most 100")
+    return {"percent": percent}
+
+
 def _target(args: argparse.Namespace) -> Target | None:
     """The command's TARGET as a Target (None if there is none); ValueError if it does not parse."""
+    from saltmarsh.protocol.targeting import make_target
+
     if args.target is None:
         return None
     return make_target(args.target, as_list=args.as_list, as_labels=args.as_labels)
@@ -99,12 +128,28 @@ def _target(args: argparse.Namespace) -> Target | None:
 def run_job(args: argparse.Namespace) -> int:
     """Run a job, print every return, and name each agent that did not answer (at once if known offline)."""
     try:
-        target = make_target(args.target, as_list=args.as_list, as_labels=args.as_labels)
+        target = _target(args)
     except ValueError as exc:
         fail(f"bad target: {exc}")
         return 2
-    fun_args, fun_kwargs = split_arguments(args.arguments)
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    assert target is not None  # TARGET is a required argument of run
+    if (args.batch_wait or args.fail_fast) and args.batch is None:
+        fail("--batch-wait and --fail-fast go with -b N|P%")
+        return 2
+    if args.batch is not None and args.run_async:
+        fail("-b and --async cannot be combined: a batch is watched as it rolls (it goes on if run stops)")
+        return 2
+    try:
+        fun_args, fun_kwargs = split_arguments(args.arguments)
+    except ValueError as exc:  # a value YAML cannot build (an integer of thousands of digits)
+        fail(f"bad argument: {exc}")
+        return 2
+    with connect(args.config_dir) as client:
+        if args.batch is not None:
+            outcome = client.run_batch(target, args.function, fun_args, fun_kwargs, args.timeout,
+                                       batch=args.batch, pause=args.batch_wait, fail_fast=args.fail_fast,
+                                       on_started=_report_batch_start)
+            return _print_finished(outcome, args.json)
         if args.run_async:
             return _print_submitted(client.submit(target, args.function, fun_args, fun_kwargs, args.timeout),
                                     args.json)
@@ -114,7 +159,7 @@ def run_job(args: argparse.Namespace) -> int:
 
 def job_wait(args: argparse.Namespace) -> int:
     """Wait for a job's returns and print them, and exit, as ``run`` would have."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         outcome = client.wait(args.jid, args.timeout, on_started=_report_at_once)
     return _print_finished(outcome, args.json)
 
@@ -150,6 +195,13 @@ def json_outcome(outcome: JobOutcome) -> dict[str, Any]:
     return shown
 
 
+def _report_batch_start(outcome: JobOutcome, size: int) -> None:
+    """Say how the batch will roll, then name the agents it will not start."""
+    awaited = len(outcome.expected) - len(outcome.offline)
+    print(f"batch {outcome.jid}: {awaited} agent{'' if awaited == 1 else 's'}, {size} at a time", file=sys.stderr)
+    _report_at_once(outcome)
+
+
 def _report_at_once(outcome: JobOutcome) -> None:
     """Name the agents the job will not reach before waiting for the others."""
     for agent, why in sorted(outcome.unknown.items()):
@@ -168,6 +220,8 @@ def _report_at_end(outcome: JobOutcome) -> None:
     for agent, why in sorted({**outcome.silent, **outcome.timed_out}.items()):
         if agent not in outcome.offline:  # those were named when the job went out
             print(f"{clean(agent)}: did not answer job {outcome.jid}: {clean(why)}", file=sys.stderr)
+    for agent, why in sorted(outcome.not_started.items()):
+        print(f"{clean(agent)}: not started (batch {outcome.jid}): {clean(why)}", file=sys.stderr)
     answered = outcome.answered
     failed = sorted(agent for agent, ret in answered.items() if not ret["success"])
     if failed:
@@ -193,7 +247,7 @@ def _print_outcome(outcome: JobOutcome) -> None:
 
 def job_list(args: argparse.Namespace) -> int:
     """Print the newest jobs."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         jobs = client.call("job.list", limit=args.limit)
     if args.json:
         print_json(jobs)
@@ -210,7 +264,9 @@ def job_list(args: argparse.Namespace) -> int:
 
 def job_show(args: argparse.Namespace) -> int:
     """Print one job with its returns and silent agents."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    from saltmarsh.protocol.codec import to_builtins
+
+    with connect(args.config_dir) as client:
         job = client.call("job.show", jid=args.jid)
     if args.json:
         print_json(to_builtins(job))
@@ -227,12 +283,20 @@ def job_show(args: argparse.Namespace) -> int:
 
 def job_running(args: argparse.Namespace) -> int:
     """List the jobs the target's agents hold: jid, function, agent, state, started, elapsed."""
+    import datetime
+
+    import msgspec
+
+    from saltmarsh.protocol.codec import to_builtins
+
+    from ..control_messages import RunningReply
+
     try:
         target = _target(args)
     except ValueError as exc:
         fail(f"bad target: {exc}")
         return 2
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         reply = msgspec.convert(client.call("job.running", **_query(target, args.timeout)), type=RunningReply)
     rows = [{"agent": agent, **to_builtins(job)} for agent, jobs in sorted(reply.running.items()) for job in jobs]
     if args.json:
@@ -249,12 +313,18 @@ def job_running(args: argparse.Namespace) -> int:
 
 def job_kill(args: argparse.Namespace) -> int:
     """Kill a job; print what each agent did (killed and how, or why there was nothing to kill)."""
+    import msgspec
+
+    from saltmarsh.protocol.codec import to_builtins
+
+    from ..control_messages import KillReply
+
     try:
         target = _target(args)
     except ValueError as exc:
         fail(f"bad target: {exc}")
         return 2
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         reply = msgspec.convert(client.call("job.kill", jid=args.jid, **_query(target, args.timeout)),
                                 type=KillReply)
     if args.json:

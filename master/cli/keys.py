@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 from typing import Any
 
-from ..client import MasterClient
-from ..control_messages import MAX_TOKEN_TTL
+from saltmarsh.protocol.bounds import MAX_TOKEN_TTL
+
 from .arguments import seconds
+from .connect import connect
 from .output import clean, fail, print_json
+from .table import HELP
 
 
 def register(sub: Any) -> None:
     """Add the ``key`` command family."""
-    key = sub.add_parser("key", help="list, accept, reject and delete agent keys")
+    key = sub.add_parser("key", help=HELP["key"])
     actions = key.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="keys by state")
     listing.add_argument("--json", action="store_true")
@@ -41,7 +42,7 @@ def register(sub: Any) -> None:
 
 def key_list(args: argparse.Namespace) -> int:
     """Print keys by state."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         keys = client.call("key.list")
     if args.json:
         print_json(keys)
@@ -58,7 +59,7 @@ def key_accept(args: argparse.Namespace) -> int:
     if (args.id is not None) == bool(args.all) or args.id == "":
         fail("key accept takes an ID or --all")
         return 2
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         accepted = client.call("key.accept", id=args.id or "", all=args.all)
     for agent_id in accepted:
         print(f"accepted {clean(agent_id)}")
@@ -69,7 +70,7 @@ def key_accept(args: argparse.Namespace) -> int:
 
 def key_change(args: argparse.Namespace) -> int:
     """Reject or delete a key."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         client.call(args.cmd, id=args.id)
     print(f"{args.done} {clean(args.id)}")
     return 0
@@ -77,7 +78,9 @@ def key_change(args: argparse.Namespace) -> int:
 
 def key_token(args: argparse.Namespace) -> int:
     """Issue a join token and print the agent.yaml lines that use it."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    import datetime
+
+    with connect(args.config_dir) as client:
         issued = client.call("key.token", id=args.id, ttl=args.ttl)
     if args.json:
         print_json(issued)
@@ -95,7 +98,7 @@ def key_finger(args: argparse.Namespace) -> int:
     if args.id == "":  # an empty id would ask for every fingerprint, which is not what was typed
         fail("key finger takes an agent id, or none for every key")
         return 2
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         prints = client.call("key.finger", id=args.id or "")
     if args.json:
         print_json(prints)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..client import MasterClient
-from ..config import load_master_config
+from .connect import connect
 from .output import clean, print_json
+from .table import HELP
 
 
 def register(sub: Any) -> None:
     """Add the ``pki`` command family."""
-    pki = sub.add_parser("pki", help="the CA that signs agents' libvirt TLS certificates")
+    pki = sub.add_parser("pki", help=HELP["pki"])
     actions = pki.add_subparsers(dest="action", required=True)
     init = actions.add_parser("init", help="create the CA now (the master also creates it on first start)")
     init.set_defaults(handler=pki_init)
@@ -26,6 +26,8 @@ def pki_init(args: argparse.Namespace) -> int:
     # Imported here: cryptography costs every other CLI command 30 ms of start-up.
     from saltmarsh.pki.ca import CertificateAuthority
 
+    from ..config import load_master_config
+
     config = load_master_config(args.config_dir)
     summary = CertificateAuthority(config.ca_dir, config.ca).summary()
     print(f"CA {summary['subject']} in {config.ca_dir}, valid until {summary['not_after']}")
@@ -35,7 +37,7 @@ def pki_init(args: argparse.Namespace) -> int:
 
 def pki_status(args: argparse.Namespace) -> int:
     """Print the CA and every issued certificate."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         status = client.call("pki.status")
     if args.json:
         print_json(status)

@@ -1,4 +1,4 @@
-"""``saltmarsh virt ...`` and ``saltmarsh host maintenance|role``: the cloud controller's commands."""
+"""``saltmarsh virt ...`` and ``saltmarsh host maintenance|role|setup``: the cloud controller's commands."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import re
 import sys
 from typing import Any
 
-from ..client import MasterClient
+from . import setup
 from .arguments import integer, labels, seconds
+from .connect import connect
 from .output import clean, fail, print_json
+from .table import HELP
 
 OPERATIONS = ("start", "shutdown", "stop", "reboot", "reset", "pause", "resume", "purge", "info", "vnc")
 SIZE = re.compile(r"^(\d+)([MmGg]?)i?[Bb]?$")
@@ -17,8 +19,14 @@ RULE = "----------"
 
 
 def register(sub: Any) -> None:
-    """Add the ``virt`` and ``host`` command families."""
-    virt = sub.add_parser("virt", help="hypervisors and their VMs")
+    """Add ``virt`` and ``host``."""
+    register_virt(sub)
+    register_host(sub)
+
+
+def register_virt(sub: Any) -> None:
+    """Add ``virt``."""
+    virt = sub.add_parser("virt", help=HELP["virt"])
     actions = virt.add_subparsers(dest="action", required=True)
     for name, handler, helptext in (("host-info", host_info, "hypervisors: resources, VMs, state"),
                                     ("list", list_vms, "VMs per hypervisor")):
@@ -58,7 +66,11 @@ def register(sub: Any) -> None:
     console.add_argument("--lines", type=integer(1, 10_000), default=50)
     console.add_argument("--json", action="store_true")
     console.set_defaults(handler=show_console_log)
-    host = sub.add_parser("host", help="hypervisor administration")
+
+
+def register_host(sub: Any) -> None:
+    """Add ``host``."""
+    host = sub.add_parser("host", help=HELP["host"])
     host_actions = host.add_subparsers(dest="action", required=True)
     maintenance = host_actions.add_parser("maintenance", help="placement skips a host in maintenance")
     maintenance.add_argument("state", choices=("on", "off"))
@@ -68,6 +80,7 @@ def register(sub: Any) -> None:
     role.add_argument("id")
     role.add_argument("role", choices=("hypervisor", "guest"))
     role.set_defaults(handler=set_role)
+    setup.register(host_actions)
 
 
 def _register_init(actions: Any) -> None:
@@ -147,7 +160,7 @@ def _print_nested(data: dict[str, Any]) -> None:
 
 def host_info(args: argparse.Namespace) -> int:
     """Print every hypervisor's resources and state."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         hosts = client.call("virt.host_info")
     if args.json:
         print_json(hosts)
@@ -166,7 +179,7 @@ def host_info(args: argparse.Namespace) -> int:
 
 def list_vms(args: argparse.Namespace) -> int:
     """Print VMs per hypervisor."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         vms = client.call("virt.list")
     if args.json:
         print_json(vms)
@@ -180,7 +193,7 @@ def list_vms(args: argparse.Namespace) -> int:
 
 def query_vms(args: argparse.Namespace) -> int:
     """Print the inventory in the layout of Salt Virt's query."""
-    with MasterClient.from_config_dir(args.config_dir, reply_timeout=60) as client:
+    with connect(args.config_dir, reply_timeout=60) as client:
         result = client.call("virt.query", name=args.name)
     if args.json:
         print_json(result)
@@ -206,7 +219,7 @@ def init_vm(args: argparse.Namespace) -> int:
                "enable_qcow": args.enable_qcow, "enable_vnc": args.enable_vnc, "seed": args.seed,
                "master_address": args.master_address,
                "dry_run": args.dry_run, "timeout": args.timeout}
-    with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.timeout + 10) as client:
+    with connect(args.config_dir, reply_timeout=args.timeout + 10) as client:
         result = client.call("virt.init", **request)
     waits = args.seed and not args.no_wait and not args.dry_run
     if args.json:
@@ -243,7 +256,7 @@ def init_vm(args: argparse.Namespace) -> int:
 
 def _wait_joined(args: argparse.Namespace) -> Any:
     """Wait (on the master) for a seeded guest's own agent to come up."""
-    with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.join_timeout + 30) as client:
+    with connect(args.config_dir, reply_timeout=args.join_timeout + 30) as client:
         return client.call("virt.wait_joined", name=args.name, timeout=args.join_timeout)
 
 
@@ -267,7 +280,7 @@ def _print_decision(result: dict[str, Any]) -> None:
 
 def operate(args: argparse.Namespace) -> int:
     """Run an operation on a VM by name."""
-    with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.timeout + 10) as client:
+    with connect(args.config_dir, reply_timeout=args.timeout + 10) as client:
         result = client.call("virt.op", op=args.op, name=args.name, timeout=args.timeout)
     if args.json:
         print_json(result)
@@ -321,7 +334,7 @@ def migrate_vm(args: argparse.Namespace) -> int:
                "dry_run": args.dry_run, "timeout": args.timeout}
     progress = ProgressBar()
     try:
-        with MasterClient.from_config_dir(args.config_dir, reply_timeout=args.timeout + 30) as client:
+        with connect(args.config_dir, reply_timeout=args.timeout + 30) as client:
             result = client.call_with_events("virt.migrate", progress, **request)
     finally:
         progress.end()
@@ -342,7 +355,7 @@ def migrate_vm(args: argparse.Namespace) -> int:
 
 def abort_migration(args: argparse.Namespace) -> int:
     """Abort a running migration."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         result = client.call("virt.migrate_abort", name=args.name)
     print(f"aborted the migration of {clean(result['vm'])} on {clean(result['source'])}")
     return 0
@@ -350,7 +363,7 @@ def abort_migration(args: argparse.Namespace) -> int:
 
 def set_maintenance(args: argparse.Namespace) -> int:
     """Put a hypervisor in or out of maintenance."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         result = client.call("host.maintenance", host=args.host, state=args.state)
     print(f"{clean(result['host'])}: maintenance {'on' if result['maintenance'] else 'off'}")
     return 0
@@ -358,7 +371,7 @@ def set_maintenance(args: argparse.Namespace) -> int:
 
 def set_role(args: argparse.Namespace) -> int:
     """Make an accepted agent a hypervisor or a guest."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         result = client.call("host.role", id=args.id, role=args.role)
     print(f"{clean(result['id'])}: {clean(result['role'])}")
     return 0
@@ -366,7 +379,7 @@ def set_role(args: argparse.Namespace) -> int:
 
 def show_console_log(args: argparse.Namespace) -> int:
     """Print the tail of a VM's serial console log."""
-    with MasterClient.from_config_dir(args.config_dir) as client:
+    with connect(args.config_dir) as client:
         result = client.call("virt.console_log", name=args.name, lines=args.lines)
     if args.json:
         print_json(result)

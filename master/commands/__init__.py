@@ -59,4 +59,4 @@ def parse_args(args: dict[str, Any], kind: type[A]) -> A:
 
 def load_all() -> None:
     """Import every command module so that its commands register."""
-    from . import events, jobs, keys, pki, virt  # noqa: F401
+    from . import agents, batch, events, host, jobs, keys, pki, virt  # noqa: F401

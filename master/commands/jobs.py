@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import msgspec
 
 from saltmarsh.pki.keystore import KeyState
+from saltmarsh.protocol.bounds import DEFAULT_RUN_TIMEOUT
 from saltmarsh.protocol.codec import to_builtins
 from saltmarsh.protocol.jids import jid_time
 from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS, KillReport, RunningJob
@@ -39,7 +40,7 @@ class RunArgs(msgspec.Struct, forbid_unknown_fields=True):
     target: Target
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    timeout: Interval = 30.0
+    timeout: Interval = DEFAULT_RUN_TIMEOUT
     wait: bool = True  # False (run --async): publish only, stream nothing back
 
 
@@ -98,7 +99,7 @@ async def run(ctx: CommandContext, args: dict[str, Any]) -> JobStarted:
     if parsed.wait:
         ctx.subscribe(f"saltmarsh/job/{job.jid}/ret/", parsed.timeout + RETURN_GRACE_SECONDS + STREAM_GRACE_SECONDS)
     await ctx.master.jobs.submit(job, expected)
-    return JobStarted(job.jid, expected, offline, _unknown(ctx, parsed.target, expected))
+    return JobStarted(job.jid, expected, offline, unknown_ids(ctx, parsed.target, expected))
 
 
 @command("job.wait")
@@ -119,7 +120,7 @@ async def job_wait(ctx: CommandContext, args: dict[str, Any]) -> JobStarted:
                if agent not in returns and not presence.is_up(agent)}
     # Subscribed in the same turn of the loop as the cache was read: no return falls between.
     ctx.subscribe(f"saltmarsh/job/{parsed.jid}/ret/", wait + STREAM_GRACE_SECONDS)
-    return JobStarted(parsed.jid, record.expected, offline, _unknown(ctx, record.job.target, record.expected),
+    return JobStarted(parsed.jid, record.expected, offline, unknown_ids(ctx, record.job.target, record.expected),
                       {agent: return_data(agent, ret) for agent, ret in returns.items()}, wait)
 
 
@@ -178,7 +179,7 @@ def _record(ctx: CommandContext, jid: str) -> JobRecord:
     return record
 
 
-def _unknown(ctx: CommandContext, target: Target, expected: list[str]) -> dict[str, str]:
+def unknown_ids(ctx: CommandContext, target: Target, expected: list[str]) -> dict[str, str]:
     """The ids an id or list target names that are not expected, each with why."""
     if target.kind not in ("id", "list"):
         return {}

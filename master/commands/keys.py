@@ -9,8 +9,8 @@ import msgspec
 
 from saltmarsh.pki.keys import encode_public_key
 from saltmarsh.pki.keystore import KeyState
+from saltmarsh.protocol.bounds import MAX_TOKEN_TTL
 
-from ..control_messages import MAX_TOKEN_TTL
 from ..errors import CommandError
 from . import CommandContext, command, parse_args
 

@@ -1,0 +1,38 @@
+"""``host.setup``: bring this host to the states the master sends, through the privileged setup helper.
+
+The job itself runs in the agent, unprivileged: it checks the request, hands it to the helper
+(agent/states/helper.py) and fires ``saltmarsh/host/<id>/setup/<state>`` as each result comes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from saltmarsh.protocol.codec import to_builtins
+from saltmarsh.protocol.states import SetupRequest, StateResult, host_setup_tag
+
+from ..errors import FunctionError, StateError
+from ..states.client import run_via_helper
+from . import FunctionContext, function
+
+
+@function("host.setup")
+def setup(ctx: FunctionContext, states: list[Any], dry_run: bool = False) -> dict[str, Any]:
+    """Apply ``states`` in order (``dry_run``: report what would change, change nothing); each state's result."""
+    try:
+        request = msgspec.convert({"states": states, "dry_run": dry_run}, SetupRequest)
+    except msgspec.ValidationError as exc:
+        raise FunctionError(f"host.setup: invalid states: {exc}") from exc
+    results: list[dict[str, Any]] = []
+
+    def on_result(result: StateResult) -> None:
+        data = to_builtins(result)
+        results.append(data)
+        ctx.fire_event(host_setup_tag(ctx.agent_id, result.name), data)
+
+    done = run_via_helper(ctx.setup_socket, request, on_result)
+    if done.error:
+        raise StateError(done.error)
+    return {"os_family": done.os_family, "dry_run": dry_run, "results": results}

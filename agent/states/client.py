@@ -1,0 +1,47 @@
+"""The agent's side of the setup helper: send a SetupRequest, get each state's result as it is done."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from saltmarsh.protocol.codec import decode, encode
+from saltmarsh.protocol.errors import MalformedFrame
+from saltmarsh.protocol.states import SetupDone, SetupRequest, StateResult
+
+from ..errors import HelperUnavailable
+from .system import COMMAND_TIMEOUT
+from .wire import HelperReply, frame, recv_frame
+
+# Between two results the helper may be installing packages: as long as its own command timeout, and some.
+RESULT_TIMEOUT = COMMAND_TIMEOUT + 60.0
+
+
+def run_via_helper(path: Path, request: SetupRequest, on_result: Callable[[StateResult], None],
+                   timeout: float = RESULT_TIMEOUT) -> SetupDone:
+    """Have the helper at ``path`` run ``request``; HelperUnavailable if it is not there or breaks off."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except OSError as exc:
+            raise HelperUnavailable(f"no setup helper at {path} ({exc.strerror or exc}): is "
+                                    "saltmarsh-setup-helper running on this host?") from exc
+        try:
+            sock.sendall(frame(encode(request)))
+            return _replies(sock, on_result)
+        except (OSError, MalformedFrame) as exc:
+            raise HelperUnavailable(f"the setup helper at {path} broke off: {exc}") from exc
+
+
+def _replies(sock: socket.socket, on_result: Callable[[StateResult], None]) -> SetupDone:
+    while True:
+        body = recv_frame(sock)
+        if body is None:
+            raise HelperUnavailable("the setup helper closed the connection before the run ended")
+        reply = decode(body, HelperReply, "setup helper reply")
+        if reply.result is not None:
+            on_result(reply.result)
+        if reply.done is not None:
+            return reply.done

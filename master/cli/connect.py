@@ -1,0 +1,24 @@
+"""How a command reaches the master, imported only by the commands that do.
+
+The client pulls in pyzmq and msgspec, and reading master.yaml pulls in the config schema: a
+command that only parses its words (``--help``, a usage error) pays for none of it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..client import MasterClient
+
+
+def connect(config_dir: Path, reply_timeout: float | None = None) -> MasterClient:
+    """A client of the master configured in ``config_dir`` (NotRunning if none listens there).
+
+    ``reply_timeout`` None keeps the client's own default.
+    """
+    from ..client import DEFAULT_REPLY_TIMEOUT, MasterClient
+
+    return MasterClient.from_config_dir(config_dir, DEFAULT_REPLY_TIMEOUT if reply_timeout is None else reply_timeout)

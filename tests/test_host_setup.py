@@ -1,0 +1,195 @@
+"""``saltmarsh host setup`` end to end on this machine: a real master, agent and setup helper as processes.
+
+The states here are files in the test's own directory (the container test,
+tests/integration/test_host_setup_container.py, runs every kind on a real Debian host). The
+agent runs as root here, so the helper is told to serve root; the peer-credential check
+itself is shown by connecting as ``nobody`` to a socket whose file modes would let it in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from saltmarsh.agent.states.wire import frame
+from saltmarsh.master.config import load_master_config
+from saltmarsh.protocol.codec import encode
+from saltmarsh.protocol.errors import ConfigError
+from saltmarsh.protocol.states import SetupRequest
+
+from .cluster import BIN, Cluster, Daemon, wait_until
+
+
+def profiles(root: Path) -> dict[str, Any]:
+    files = [{"kind": "file", "name": f"conf-{n}", "path": str(root / f"conf-{n}"), "content": f"value {n}\n",
+              "mode": 0o640} for n in (1, 2)]
+    nothing: dict[str, Any] = {"packages": {"debian": [], "redhat": []}, "groups": {}, "sysctls": {}, "services": []}
+    broken = {"kind": "file", "name": "broken", "path": str(root / "no-dir" / "f"), "content": "x"}
+    return {"by_label": [{"labels": {"role": "lab"}, "profile": "lab"}],
+            "profiles": {"lab": {**nothing, "states": files},
+                         "broken": {**nothing, "states": [files[0], broken, files[1]]}}}
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[tuple[Cluster, Path, Daemon]]:
+    if os.geteuid() != 0:
+        pytest.skip("the helper is started as root, as its unit does")
+    root = tmp_path / "host"
+    root.mkdir()
+    cluster = Cluster(tmp_path, host=profiles(root))
+    helper_dir = tmp_path / "helper"
+    helper_dir.mkdir()
+    sock = tmp_path / "run" / "setup.sock"
+    (helper_dir / "setup-helper.yaml").write_text(yaml.safe_dump(
+        {"socket": str(sock), "agent_user": "root", "root_dir": "state", "log_level": "debug"}))
+    helper = Daemon("helper", helper_dir, [str(BIN / "saltmarsh-setup-helper"), "-c", str(helper_dir)])
+    helper.start()
+    try:
+        wait_until(sock.exists, what="the helper's socket")
+        cluster.start_master()
+        cluster.start_agents("hv1", labels={"role": "lab"}, setup_socket=str(sock))
+        yield cluster, root, helper
+    finally:
+        cluster.stop()
+        assert helper.stop() == 0
+        assert not sock.exists()
+
+
+def setup_json(cluster: Cluster, *words: str) -> tuple[int, dict[str, Any]]:
+    result = cluster.cli("host", "setup", "hv1", *words, "--json", check=False)
+    return result.returncode, json.loads(result.stdout)
+
+
+@pytest.mark.timeout(120)
+def test_dry_run_then_apply_then_nothing_to_change(lab: tuple[Cluster, Path, Daemon]) -> None:
+    cluster, root, _helper = lab
+    code, dry = setup_json(cluster, "--dry-run")
+    host = dry["hosts"]["hv1"]
+    assert code == 0 and dry["dry_run"] and host["profile"] == "lab"  # chosen by the host's label
+    assert [(r["name"], r["status"]) for r in host["results"]] == [("conf-1", "would_change"),
+                                                                   ("conf-2", "would_change")]
+    assert host["results"][0]["changes"]["mode"] == ["-", "0640"]
+    assert sorted(p.name for p in root.iterdir()) == [], "the dry run wrote nothing"
+
+    human = cluster.cli("host", "setup", "hv1")
+    assert "hv1: conf-1 changed" in human.stderr and "hv1: conf-2 changed" in human.stderr  # progress events
+    assert "hv1 (profile lab, debian):" in human.stdout and "    changed       conf-1" in human.stdout
+    assert "mode: - -> 0640" in human.stdout and "0 unchanged, 0 would change, 2 changed, 0 failed" in human.stdout
+    assert (root / "conf-1").read_text() == "value 1\n" and (root / "conf-1").stat().st_mode & 0o777 == 0o640
+
+    for extra in ((), ("--dry-run",)):
+        code, again = setup_json(cluster, *extra)
+        assert code == 0 and [r["status"] for r in again["hosts"]["hv1"]["results"]] == ["unchanged", "unchanged"]
+
+    (root / "conf-2").write_text("edited by hand\n")
+    human = cluster.cli("host", "setup", "hv1", "--dry-run")
+    assert "    unchanged     conf-1" in human.stdout and "    would change  conf-2" in human.stdout
+    assert "        | -edited by hand" in human.stdout and "        | +value 2" in human.stdout
+    assert (root / "conf-2").read_text() == "edited by hand\n"
+
+
+@pytest.mark.timeout(120)
+def test_a_failed_state_exits_1_with_its_reason_and_the_others_still_run(lab: tuple[Cluster, Path, Daemon]) -> None:
+    cluster, _root, _helper = lab
+    code, result = setup_json(cluster, "--profile", "broken")
+    assert code == 1
+    by_name = {r["name"]: r for r in result["hosts"]["hv1"]["results"]}
+    assert [by_name[n]["status"] for n in ("conf-1", "broken", "conf-2")] == ["changed", "failed", "changed"]
+    reason = by_name["broken"]["reason"]
+    assert "cannot write in" in reason and "No such file or directory" in reason
+    human = cluster.cli("host", "setup", "hv1", "--profile", "broken", check=False)
+    assert human.returncode == 1 and "    failed        broken: " in human.stdout
+
+
+@pytest.mark.timeout(120)
+def test_unknown_profile_and_no_matching_host_are_refused(lab: tuple[Cluster, Path, Daemon]) -> None:
+    cluster, _root, _helper = lab
+    result = cluster.cli("host", "setup", "hv1", "--profile", "nope", check=False)
+    assert result.returncode == 1
+    assert "no host profile 'nope' in master.yaml (known: broken, default, lab)" in result.stderr
+    result = cluster.cli("host", "setup", "nobody", check=False)
+    assert result.returncode == 1 and "no accepted agent matches" in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_without_a_helper_the_host_fails_and_says_why(cluster: Cluster, tmp_path: Path) -> None:
+    cluster.start_agents("hv2", setup_socket=str(tmp_path / "no-helper.sock"))
+    result = cluster.cli("host", "setup", "hv2", "--dry-run", check=False)
+    assert result.returncode == 1
+    assert "hv2 (profile default): failed: HelperUnavailable: no setup helper at" in result.stdout
+    assert "is saltmarsh-setup-helper running on this host?" in result.stdout
+
+
+@pytest.mark.timeout(60)
+def test_the_helper_refuses_other_uids_and_malformed_requests(lab: tuple[Cluster, Path, Daemon]) -> None:
+    _cluster, root, helper = lab
+    sock = Path(yaml.safe_load((helper.config_dir / "setup-helper.yaml").read_text())["socket"])
+    assert oct(sock.stat().st_mode & 0o777) == "0o660" and oct(sock.parent.stat().st_mode & 0o777) == "0o750"
+    # Opened wide on purpose: what stops nobody now is the peer-credential check alone.
+    sock.parent.chmod(0o755)
+    sock.chmod(0o666)
+    request = frame(encode(SetupRequest(states=[])))
+    # The test's directories are root's alone (0700): the probe enters the socket's directory as root,
+    # then becomes nobody and connects by the relative name.
+    probe = (f"import os,socket,sys; os.chdir({str(sock.parent)!r}); os.setgroups([]); os.setgid(65534); "
+             f"os.setuid(65534); s=socket.socket(socket.AF_UNIX); s.connect({sock.name!r}); s.sendall({request!r}); "
+             "sys.stdout.write(repr(s.recv(4096)))")
+    nobody = subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True, text=True, timeout=30, check=True)
+    assert "refused: uid 65534 is not the agent's" in nobody.stdout
+    wait_until(lambda: "DENIED uid 65534" in helper.log(), what="the refusal in the helper's log")
+    with socket.socket(socket.AF_UNIX) as raw:  # root (the agent's uid here), but not a SetupRequest
+        raw.connect(str(sock))
+        raw.sendall(frame(encode({"states": [{"kind": "shell", "name": "x", "command": "id"}]})))
+        answer = raw.recv(4096)
+    assert b"refused: " in answer and struct.unpack(">I", answer[:4])[0] == len(answer) - 4
+    assert "DENIED pid" in helper.log() and sorted(p.name for p in root.iterdir()) == []
+
+
+@pytest.mark.timeout(30)
+def test_host_profiles_are_checked_when_the_config_is_read(tmp_path: Path) -> None:
+    default = load_master_config(tmp_path).host.profiles["default"]
+    assert [s.name for s in default] == ["pkg-debian", "pkg-redhat", "group-libvirt-saltmarsh",
+                                         "sysctl-net.ipv4.ip_forward", "service-libvirtd.service"]
+    assert default[0].packages == ["libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils"]
+    assert default[1].packages == ["libvirt", "qemu-kvm", "qemu-img"]
+    assert default[-1].watch == ["pkg-debian", "pkg-redhat"]
+    for host, error in (({"by_label": [{"labels": {"a": "b"}, "profile": "none"}]}, "no profile 'none'"),
+                        ({"profiles": {"p": {"states": [{"kind": "shell", "name": "x"}]}}}, "Invalid value 'shell'"),
+                        ({"profiles": {"p": {"packages": {"debian": ["-y"]}}}}, "matching regex"),
+                        ({"profiles": {"p": {"sysctls": {"x": "1"}}}}, "matching regex"),
+                        ({"profiles": {"p": {"states": [{"kind": "file", "name": "pkg-debian", "path": "/x",
+                                                          "content": ""}]}}}, "two states named pkg-debian")):
+        (tmp_path / "master.yaml").write_text(yaml.safe_dump({"host": host}))
+        with pytest.raises(ConfigError, match=error):
+            load_master_config(tmp_path)
+
+
+@pytest.mark.timeout(10)
+def test_an_agent_may_fire_setup_progress_for_itself_only() -> None:
+    from saltmarsh.protocol.states import host_setup_tag
+    from saltmarsh.protocol.tags import agent_tag_fault
+
+    assert agent_tag_fault("hv1", host_setup_tag("hv1", "pkg-debian")) == ""
+    assert "not one it may fire" in agent_tag_fault("hv1", host_setup_tag("hv2", "pkg-debian"))
+    assert "not one it may fire" in agent_tag_fault("hv1", "saltmarsh/host/hv1/../hv2/setup/x")
+
+
+@pytest.mark.timeout(120)
+def test_a_host_that_is_down_is_named_at_once_not_waited_for(lab: tuple[Cluster, Path, Daemon]) -> None:
+    cluster, _root, _helper = lab
+    cluster.agents["hv1"].stop()
+    # Until the master has missed three heartbeats, hv1 is still up: it is sent the job, which times out.
+    wait_until(lambda: "not up" in cluster.cli("host", "setup", "hv1", "--dry-run", "--timeout", "2",
+                                               check=False).stdout,
+               timeout=30, interval=0.5, what="the master to see hv1 down")
+    result = cluster.cli("host", "setup", "hv1", "--timeout", "600", check=False, timeout=60)
+    assert result.returncode == 1 and "hv1 (profile lab): failed: not up: " in result.stdout
