@@ -135,6 +135,9 @@ class MasterClient:
         check_socket(socket_path)
         self._timeout = reply_timeout
         self._ctx = zmq.Context()
+        # A client dropped without close() (an exception in its caller) is closed by the garbage
+        # collector: with libzmq's default, term() there waits forever for any unsent message.
+        self._ctx.set(zmq.BLOCKY, False)
         self._socket = self._ctx.socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         # The monitor tells us when the master's end of the connection closes, so that a wait

@@ -261,6 +261,11 @@ class EventRecorder:
                 self.events.append(event)
         except NotRunning:
             pass  # the test stopped the master: recording ends with what it had
+        finally:
+            # Closed by the thread that used it, when recording ends, even if the test failed before
+            # close(): a client left to the garbage collector was once closed inside a later test,
+            # where closing its ZeroMQ context blocked and the suite's timeout ended the whole run.
+            self._client.close()
 
     def ready(self, agent_id: str, probe: str) -> None:
         """Block until ``agent_id`` has fired ``probe`` (a tag under the pattern) and it was recorded."""
@@ -274,6 +279,5 @@ class EventRecorder:
         return [e.tag for e in self.events]
 
     def close(self) -> None:
-        """Wait for recording to end (idle timeout) and close the client."""
+        """Wait for recording to end (idle timeout); the recording thread closes the client."""
         self._thread.join(timeout=60)
-        self._client.close()

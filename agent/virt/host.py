@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import LibvirtFailure, VmNotFound
-from ..libvirt_conn import STUCK_CALL_SECONDS, answers, keep_alive, libvirt
+from ..libvirt_conn import STUCK_CALL_SECONDS, answers, libvirt
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,6 @@ class LibvirtHost:
                 raise LibvirtFailure(f"open {self.uri}", exc.get_error_message()) from exc
             log.info("libvirt connection to %s open", self.uri)
             self.touch()  # libvirtd may have restarted, with other VMs than before
-            keep_alive(self._conn)
             for hook in self._open_hooks:
                 try:
                     hook(self._conn)
