@@ -35,6 +35,11 @@ default locations, as a production host with the agent's default ``pki_root`` do
 ``key_file``/``cert_file``/``ca_file``/``crl_file``. hv-a's sockets stay in the real /run/libvirt. (/etc/pki is
 created as an empty mount point if the machine has none, and removed again.)
 
+With ``launcher`` (a command prefix such as ``ip netns exec NS``, see tests/netns_bridge.py) every daemon
+is started through it, so both hypervisors and their QEMUs live in that network namespace: their TLS
+listeners on 127.0.0.1 / 127.0.0.2 are that namespace's loopback, and the TLS check at start runs ``virsh``
+through the launcher too.
+
 ``unprivileged_userfaultfd()`` lets QEMU (running as libvirt-qemu) use userfaultfd, which post-copy migration
 needs on the target: QEMU 7.2 knows no /dev/userfaultfd, and the sysctl is 0 by default.
 
@@ -55,7 +60,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -243,11 +248,12 @@ class TwoHypervisors:
     """hv-a (system namespaces, TLS on 127.0.0.1) and hv-b (private mount+UTS namespace, TLS on 127.0.0.2).
 
     ``pki_a`` / ``pki_b``: directories laid out like /etc/pki (see ``HostPki``); ``crl_a`` / ``crl_b``: optional
-    CRL files for the daemons' ``crl_file``. Use as a context manager or call start()/stop().
+    CRL files for the daemons' ``crl_file``; ``launcher``: a command prefix every daemon is started through
+    (``ip netns exec NS``). Use as a context manager or call start()/stop().
     """
 
     def __init__(self, pki_a: Path, pki_b: Path, *, crl_a: Path | None = None, crl_b: Path | None = None,
-                 scratch_parent: Path | None = None, etc_pki: bool = False) -> None:
+                 scratch_parent: Path | None = None, etc_pki: bool = False, launcher: Sequence[str] = ()) -> None:
         self.scratch = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent))
         self.scratch.chmod(0o755)
         self.a = Hypervisor("hv-a", address=HV_A_ADDRESS, host_uuid=HV_A_UUID, pki=HostPki(Path(pki_a)),
@@ -256,6 +262,7 @@ class TwoHypervisors:
                             scratch=self.scratch / "hv-b", namespaced=True, hostname=HV_B_HOSTNAME, crl_file=crl_b,
                             etc_pki=etc_pki)
         self.etc_pki = etc_pki
+        self.launcher = list(launcher)
         self._made_etc_pki = False  # /etc/pki created as a mount point by start(), removed by stop()
         self.timings: dict[str, float] = {}
 
@@ -351,7 +358,7 @@ class TwoHypervisors:
     def _start_a(self) -> None:
         a = self.a
         if _pidfile_pid(VIRTLOGD_PIDFILE, "virtlogd") is None and not _socket_answers(VIRTLOGD_SOCK):
-            _run_daemons([VIRTLOGD, "-d"], "virtlogd (hv-a)")
+            _run_daemons([*self.launcher, VIRTLOGD, "-d"], "virtlogd (hv-a)")
             a.started_virtlogd = _wait_daemon(VIRTLOGD_PIDFILE, VIRTLOGD_SOCK, "virtlogd", a)
         argv = [LIBVIRTD, "-d", "-l", "-f", str(a.conf)]
         if a.etc_pki:  # its own mount namespace, only for /etc/pki: everything else is the machine's
@@ -359,7 +366,7 @@ class TwoHypervisors:
             script.write_text(f"#!/bin/bash\nset -eu\nmount --bind {a.pki.root} {ETC_PKI}\nexec {' '.join(argv)}\n")
             script.chmod(0o755)
             argv = ["unshare", "-m", "--propagation", "private", str(script)]
-        _run_daemons(argv, "libvirtd (hv-a)", a)
+        _run_daemons([*self.launcher, *argv], "libvirtd (hv-a)", a)
         a.started_libvirtd = _wait_daemon(a.libvirtd_pidfile, a.sock, "libvirtd", a)
 
     def _start_b(self) -> None:
@@ -376,35 +383,49 @@ class TwoHypervisors:
                    f"{LIBVIRTD} -d -l -f {b.conf} -p {b.libvirtd_pidfile}"]
         (d / "inner.sh").write_text("#!/bin/bash\n" + "\n".join(script) + "\n")
         (d / "inner.sh").chmod(0o755)
-        _run_daemons(["unshare", "-m", "-u", "--propagation", "private", str(d / "inner.sh")], "hv-b namespace", b,
+        _run_daemons([*self.launcher, "unshare", "-m", "-u", "--propagation", "private", str(d / "inner.sh")],
+                     "hv-b namespace", b,
                      # virtlogd is up before libvirtd starts, so record it even if libvirtd fails
                      on_failure=lambda: setattr(b, "started_virtlogd", _pidfile_pid(b.virtlogd_pidfile, "virtlogd")))
         b.started_virtlogd = _wait_daemon(b.virtlogd_pidfile, b.run_dir / "virtlogd-sock", "virtlogd", b)
         b.started_libvirtd = _wait_daemon(b.libvirtd_pidfile, b.sock, "libvirtd", b)
 
-    @staticmethod
-    def _check_tls(hv: Hypervisor) -> None:
+    def _check_tls(self, hv: Hypervisor) -> None:
         """Open hv's TLS URI with its own client certificate (retrying a bounded while, in case the listener is
         not up yet): proves the certificates work together and that it is the right host."""
-        import libvirt
-
         uri = hv.tls_uri(hv.client_pkipath)
         deadline = time.monotonic() + TLS_CHECK_TIMEOUT
         while True:
             try:
-                conn = libvirt.open(uri)
-            except libvirt.libvirtError as e:
+                name = self._tls_hostname(uri)
+            except LibvirtdError as e:
                 if time.monotonic() > deadline:
                     raise LibvirtdError(f"{hv.name}: {uri} fails: {e}; log:\n{hv.log_tail()}") from e
                 time.sleep(0.1)
                 continue
-            try:
-                name = conn.getHostname()
-            finally:
-                conn.close()
             if name != hv.hostname:
                 raise LibvirtdError(f"{hv.name}: {uri} reached host {name!r}, not {hv.hostname!r}")
             return
+
+    def _tls_hostname(self, uri: str) -> str:
+        """The host name the libvirtd at ``uri`` reports, asked from where the daemons run (the launcher's
+        namespace: its loopback is not this process's)."""
+        if self.launcher:
+            proc = subprocess.run([*self.launcher, "virsh", "-c", uri, "hostname"], stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=TLS_CHECK_TIMEOUT + 10, check=False)
+            if proc.returncode != 0:
+                raise LibvirtdError(proc.stderr.strip())
+            return proc.stdout.strip()
+        import libvirt
+
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError as e:
+            raise LibvirtdError(str(e)) from e
+        try:
+            return str(conn.getHostname())
+        finally:
+            conn.close()
 
     # ----- stop --------------------------------------------------------------------------------
 

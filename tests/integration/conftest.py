@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from ..cluster import Cluster, wait_until
+from ..netns_bridge import NetnsBridge, NetnsCluster
 from ..realvirt import IMAGES_DIR, TEST_PREFIX, RealLibvirtd, blank_qcow2, make_image_dir, remove_image_dir
 from ..twohosts import (
     HV_A_ADDRESS,
@@ -30,6 +31,7 @@ from ..twohosts import (
     TwoHypervisors,
     plain_libvirtd_paused,
 )
+from .guest_image import build_guest_image
 
 if TYPE_CHECKING:
     import libvirt
@@ -85,6 +87,12 @@ def real_libvirtd() -> Iterator[RealVirt]:
             rv.cleanup()
         finally:
             daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def guest_image() -> Path:
+    """A file root holding ``debian-12.qcow2``, built from this tree once per session (see guest_image.py)."""
+    return build_guest_image()
 
 
 @pytest.fixture
@@ -153,18 +161,24 @@ class SaltmarshOnTwoHosts:
 
 @contextlib.contextmanager
 def saltmarsh_on_two_hosts(tmp_path: Path, *, etc_pki: bool = False, agent_settings: dict[str, object] | None = None,
-                           vm_dirs: dict[str, Path] | None = None) -> Iterator[SaltmarshOnTwoHosts]:
+                           vm_dirs: dict[str, Path] | None = None, virt_settings: dict[str, object] | None = None,
+                           master_settings: dict[str, object] | None = None,
+                           bridge: NetnsBridge | None = None) -> Iterator[SaltmarshOnTwoHosts]:
     """Master + agents hva/hvb on TwoHypervisors, each agent's libvirt certificates made by the CSR flow.
 
     The agents first get their certificates while driving libvirt's test driver (the libvirtds need them to
     start), then run against the real daemons; VM disks go to ``vm_dirs[agent]``, else to a directory both
     hosts share. With ``etc_pki`` each libvirtd sees its agent's ``pki_root`` at
     /etc/pki (see TwoHypervisors), so that the agent's ``virt-admin server-update-tls`` reloads take effect.
+    ``virt_settings`` are merged over the agents' ``virt:`` section, ``master_settings`` over master.yaml.
+    With ``bridge`` every daemon (master, agents, both libvirtds) runs inside its network namespace.
     """
-    cluster = Cluster(tmp_path / "cluster", pki={"allowed_names": SALTMARSH_NAMES},
-                      virt={"migration_uris": {"hva": f"qemu+tls://{HV_A_ADDRESS}/system",
-                                               "hvb": f"qemu+tls://{HV_B_ADDRESS}/system"},
-                            "migration_unsafe": True})
+    settings = {"pki": {"allowed_names": SALTMARSH_NAMES},
+                "virt": {"migration_uris": {"hva": f"qemu+tls://{HV_A_ADDRESS}/system",
+                                            "hvb": f"qemu+tls://{HV_B_ADDRESS}/system"},
+                         "migration_unsafe": True}, **(master_settings or {})}
+    cluster = (NetnsCluster(tmp_path / "cluster", bridge, **settings) if bridge
+               else Cluster(tmp_path / "cluster", **settings))
     cluster.start_master()
     images = make_image_dir()
     roots = {host: tmp_path / f"pki-{host}" for host in SALTMARSH_NAMES}
@@ -178,12 +192,14 @@ def saltmarsh_on_two_hosts(tmp_path: Path, *, etc_pki: bool = False, agent_setti
             cluster.agents[host].stop()
         crls = {} if etc_pki else {"crl_a": roots["hva"] / "CA" / "cacrl.pem",
                                    "crl_b": roots["hvb"] / "CA" / "cacrl.pem"}
-        with two_hypervisors_running(roots["hva"], roots["hvb"], etc_pki=etc_pki, **crls) as two:
+        with two_hypervisors_running(roots["hva"], roots["hvb"], etc_pki=etc_pki,
+                                     launcher=bridge.exec_prefix if bridge else (), **crls) as two:
             for host, hv in (("hva", two.a), ("hvb", two.b)):
                 cluster.start_agent(host, libvirt_tls=True, pki_root=str(roots[host]), tls_names=SALTMARSH_NAMES[host],
                                     libvirt_uri=hv.uri, virt={"vm_dir": str((vm_dirs or {}).get(host, images / "vms")),
                                                               "image_dirs": [str(IMAGES_DIR)],
-                                                              "nic_profiles": {"default": []}},
+                                                              "nic_profiles": {"default": []},
+                                                              **(virt_settings or {})},
                                     **(agent_settings or {}))
             cluster.wait_answering(*SALTMARSH_NAMES)
             wait_until(lambda: all(h.get("libvirt") for h in cluster.cli_json("virt", "host-info").values())

@@ -1,10 +1,9 @@
 """A real Debian guest, built by ``saltmarsh image build``, booted seeded on the real libvirtd, joins by itself.
 
-The image is built once per test session (the Debian base is cached under IMAGE_CACHE for a
-week, so a rebuild costs about a minute; from nothing about five). The guest boots under TCG
-(``virt.domain_type: qemu``: this machine's KVM cannot run a guest kernel) with a ``user`` NIC,
-through which it reaches the host's loopback at 10.0.2.2, where the test's master listens: no
-traffic leaves the machine. Asserted: ``virt init --seed`` reports the join, the guest's own
+The image is built once per test session (conftest.py's ``guest_image``, see guest_image.py).
+The guest boots under TCG (``virt.domain_type: qemu``: this machine's KVM cannot run a guest
+kernel) with a ``user`` NIC, through which it reaches the host's loopback at 10.0.2.2, where the
+test's master listens: no traffic leaves the machine. Asserted: ``virt init --seed`` reports the join, the guest's own
 agent answers ``test.ping``, ``host.info`` inside it reports its own kernel and OS, and the
 inventory links the VM on its hypervisor to the agent inside it.
 """
@@ -13,42 +12,16 @@ from __future__ import annotations
 
 import platform
 import re
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
-from ..cluster import BIN, Cluster, wait_until
+from ..cluster import Cluster, wait_until
 from .conftest import RealVirt
+from .guest_image import IMAGE
 
 pytestmark = pytest.mark.integration
-
-IMAGE_CACHE = Path("/var/cache/saltmarsh-images/tests")
-IMAGE = "debian-12"
-BUILD_TIMEOUT = 1200.0
-
-
-@pytest.fixture(scope="session")
-def guest_image() -> Iterator[Path]:
-    """A file root holding a freshly built ``debian-12.qcow2`` (built from this tree)."""
-    config_dir = IMAGE_CACHE / "master"
-    roots = IMAGE_CACHE / "roots"
-    for directory in (config_dir, roots):
-        directory.mkdir(parents=True, exist_ok=True)
-    (config_dir / "master.yaml").write_text(yaml.safe_dump({
-        "root_dir": str(IMAGE_CACHE / "state"), "file_roots": [str(roots)], "interface": "127.0.0.1"}))
-    started = time.monotonic()
-    # The Debian base is shared with test_image_build through one cache (a lock keeps builds apart).
-    build = subprocess.run([str(BIN / "saltmarsh"), "-c", str(config_dir), "image", "build", IMAGE, "--force",
-                            "--cache-dir", str(IMAGE_CACHE.parent / "cache")],
-                           capture_output=True, text=True, timeout=BUILD_TIMEOUT)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
-    print(f"image build: {time.monotonic() - started:.0f} s\n{build.stdout}")
-    yield roots
-
 
 @pytest.mark.timeout(1500)
 def test_a_seeded_guest_boots_joins_and_answers(real_libvirtd: RealVirt, image_dir: Path, guest_image: Path,
