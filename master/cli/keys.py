@@ -8,7 +8,7 @@ from typing import Any
 from saltmarsh.protocol.bounds import MAX_TOKEN_TTL
 
 from .arguments import seconds
-from .connect import connect
+from .connect import connect, given
 from .output import clean, fail, print_json
 from .table import HELP
 
@@ -30,8 +30,8 @@ def register(sub: Any) -> None:
         action.set_defaults(handler=key_change, cmd=f"key.{name}", done=done)
     token = actions.add_parser("token", help="a one-time join token that gets agent ID accepted on first contact")
     token.add_argument("id")
-    token.add_argument("--ttl", type=seconds(MAX_TOKEN_TTL), default=3600.0,
-                       help=f"seconds the token stays valid (at most {MAX_TOKEN_TTL:.0f})")
+    token.add_argument("--ttl", type=seconds(MAX_TOKEN_TTL), default=None,
+                       help=f"seconds the token stays valid (default an hour, at most {MAX_TOKEN_TTL:.0f})")
     token.add_argument("--json", action="store_true")
     token.set_defaults(handler=key_token)
     finger = actions.add_parser("finger", help="fingerprints of the master and agent keys")
@@ -81,7 +81,9 @@ def key_token(args: argparse.Namespace) -> int:
     import datetime
 
     with connect(args.config_dir) as client:
-        issued = client.call("key.token", id=args.id, ttl=args.ttl)
+        from ..service.types import TokenRequest
+
+        issued = client.request(given(TokenRequest, id=args.id, ttl=args.ttl))
     if args.json:
         print_json(issued)
         return 0
