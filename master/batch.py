@@ -37,7 +37,7 @@ from .eventbus import Event, EventBus
 from .jobs import JobRouter
 from .presence import Presence
 from .service.errors import Invalid, ServiceError
-from .service.types import BatchSize
+from .service.types.jobs import BatchSize
 
 log = logging.getLogger(__name__)
 

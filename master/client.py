@@ -1,6 +1,6 @@
 """A local client of the master's control socket: what the CLI uses, and the Python API.
 
-It sends the service layer's typed requests (master/service/types.py) and raises the service's
+It sends the service layer's typed requests (master/service/types/) and raises the service's
 typed errors (master/service/errors.py) from the code of each refusal; when a job is complete and
 why an agent is missing are the service's rules (types.JobOutcome, the ``job.outcome`` operation).
 
@@ -38,16 +38,16 @@ from .config import load_master_config
 from .control_messages import END_STREAM, MAX_CONTROL_FRAME, ControlReply, ControlRequest, Event
 from .errors import CommandError, NotRunning
 from .service.errors import error_for
-from .service.types import (
+from .service.types import Request
+from .service.types.events import SubscribeRequest
+from .service.types.jobs import (
     BatchRequest,
     BatchSize,
     BatchStarted,
     JobOutcome,
     JobStarted,
     OutcomeRequest,
-    Request,
     RunRequest,
-    SubscribeRequest,
     WaitRequest,
 )
 
@@ -143,7 +143,7 @@ class MasterClient:
             self._sent_in.pop(request_id, None)
 
     def request(self, request: Request) -> Any:
-        """Send a typed request (master/service/types.py) and return its result; its typed error if refused."""
+        """Send a typed request (master/service/types/) and return its result; its typed error if refused."""
         return self.call(request.command, **_fields(request))
 
     def request_with_events(self, request: Request, on_event: Callable[[Event], None]) -> Any:

@@ -27,7 +27,7 @@ from .placement import Placement, Request
 from .presence import Presence
 from .seeding import seed_address
 from .service.errors import Conflict, Invalid, NotFound, Refused, ServiceError, TimedOut, Unavailable
-from .service.types import InitRequest
+from .service.types.vms import InitRequest
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from .eventbus import Event, EventBus
 from .inventory import Inventory
 from .presence import Presence
 from .service.errors import Conflict, NotFound, Refused, TimedOut, Unavailable
-from .service.types import MigrateRequest
+from .service.types.vms import MigrateRequest
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Numbers the master, the agents and the CLI agree on, in a module that imports nothing.
 
 The CLI reads its defaults and bounds from here while it builds its parser, so ``saltmarsh
---help`` pays for no schema library; the schemas (protocol/messages.py, master/service/types.py)
+--help`` pays for no schema library; the schemas (protocol/messages.py, master/service/types/)
 take the same constants, so each is written once.
 """
 

@@ -18,7 +18,7 @@ import pytest
 
 from saltmarsh.master.batch import batch_size
 from saltmarsh.master.errors import CommandError
-from saltmarsh.master.service.types import BatchSize
+from saltmarsh.master.service.types.jobs import BatchSize
 
 from .cluster import BIN, Cluster, EventRecorder, wait_until
 

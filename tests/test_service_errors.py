@@ -25,17 +25,11 @@ from saltmarsh.master.service.errors import (
     Unavailable,
     error_for,
 )
-from saltmarsh.master.service.types import (
-    InitRequest,
-    JobRequest,
-    KillRequest,
-    MaintenanceRequest,
-    MigrateRequest,
-    OpRequest,
-    OutcomeRequest,
-    RunRequest,
-    TokenRequest,
-)
+from saltmarsh.master.service.types.hosts import MaintenanceRequest
+from saltmarsh.master.service.types.images import ImageListRequest
+from saltmarsh.master.service.types.jobs import JobRequest, KillRequest, OutcomeRequest, RunRequest
+from saltmarsh.master.service.types.keys import TokenRequest
+from saltmarsh.master.service.types.vms import InitRequest, MigrateRequest, OpRequest
 from saltmarsh.protocol.targeting import make_target
 
 from .cluster import Cluster
@@ -59,6 +53,7 @@ def test_each_kind_has_its_own_code_an_http_status_and_comes_back_as_itself() ->
 @pytest.mark.timeout(120)
 def test_every_kind_is_reachable_over_the_control_socket(cloud: Cluster) -> None:
     with MasterClient(cloud.control_socket) as client:
+        assert client.request(ImageListRequest()) == []  # no file_roots: an empty catalog, not an error
         with pytest.raises(NotFound, match=r"^no job 1{20} in the job cache$"):
             client.request(JobRequest("1" * 20))
         with pytest.raises(Invalid, match=r"^a join token's ttl must be more than 0"):
@@ -116,3 +111,27 @@ def test_the_cli_prints_the_code_of_a_refusal_with_json(cloud: Cluster) -> None:
     assert json.loads(result.stdout) == {"error": {"code": "not_found", "message": "no key for agent 'nosuch'"}}
     human = cloud.cli("key", "finger", "nosuch", check=False)
     assert (human.returncode, human.stdout) == (1, "")  # without --json the one line is all there is
+
+
+def test_every_request_type_has_its_operation_and_every_operation_its_help() -> None:
+    import importlib
+    import pkgutil
+
+    from saltmarsh.master.service import types
+    from saltmarsh.master.service.registry import OPERATIONS, load_all
+    from saltmarsh.master.service.types import Request
+
+    load_all()
+    for module in pkgutil.iter_modules(types.__path__):
+        importlib.import_module(f"{types.__name__}.{module.name}")
+    kinds = {kind.command: kind for kind in _subclasses(Request)}
+    assert set(kinds) == set(OPERATIONS)  # a request nobody answers, or an operation without its type, is a bug
+    for command, op in OPERATIONS.items():
+        assert op.request is kinds[command] and op.run.__doc__ and op.request.__doc__, command
+
+
+def _subclasses(kind: type) -> list[type]:
+    found = []
+    for sub in kind.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found

@@ -28,5 +28,5 @@ def connect(config_dir: Path, reply_timeout: float | None = None) -> MasterClien
 
 def given(kind: type[R], **fields: Any) -> R:
     """A typed request of ``kind`` from the options the operator gave: one left out (None) keeps the
-    request's own default (master/service/types.py), so the CLI never writes a default of its own."""
+    request's own default (master/service/types/), so the CLI never writes a default of its own."""
     return kind(**{name: value for name, value in fields.items() if value is not None})

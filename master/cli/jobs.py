@@ -22,7 +22,7 @@ from .table import HELP
 if TYPE_CHECKING:
     from saltmarsh.protocol.messages import Target
 
-    from ..service.types import JobOutcome
+    from ..service.types.jobs import JobOutcome
 
 KWARG = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
 # The key under which ``run --json`` lists the agents that did not answer. Agent ids start
@@ -146,7 +146,7 @@ def run_job(args: argparse.Namespace) -> int:
         return 2
     with connect(args.config_dir) as client:
         if args.batch is not None:
-            from ..service.types import BatchSize
+            from ..service.types.jobs import BatchSize
 
             outcome = client.run_batch(target, args.function, fun_args, fun_kwargs, args.timeout,
                                        batch=BatchSize(**args.batch), pause=args.batch_wait,
@@ -250,7 +250,7 @@ def _print_outcome(outcome: JobOutcome) -> None:
 def job_list(args: argparse.Namespace) -> int:
     """Print the newest jobs."""
     with connect(args.config_dir) as client:
-        from ..service.types import JobListRequest
+        from ..service.types.jobs import JobListRequest
 
         jobs = client.request(given(JobListRequest, limit=args.limit))
     if args.json:
@@ -270,7 +270,7 @@ def job_show(args: argparse.Namespace) -> int:
     """Print one job with its returns and silent agents."""
     from saltmarsh.protocol.codec import to_builtins
 
-    from ..service.types import JobRequest
+    from ..service.types.jobs import JobRequest
 
     with connect(args.config_dir) as client:
         job = client.request(JobRequest(args.jid))
@@ -295,7 +295,7 @@ def job_running(args: argparse.Namespace) -> int:
 
     from saltmarsh.protocol.codec import to_builtins
 
-    from ..service.types import RunningReply, RunningRequest
+    from ..service.types.jobs import RunningReply, RunningRequest
 
     try:
         target = _target(args)
@@ -324,7 +324,7 @@ def job_kill(args: argparse.Namespace) -> int:
 
     from saltmarsh.protocol.codec import to_builtins
 
-    from ..service.types import KillReply, KillRequest
+    from ..service.types.jobs import KillReply, KillRequest
 
     try:
         target = _target(args)

@@ -81,7 +81,7 @@ def key_token(args: argparse.Namespace) -> int:
     import datetime
 
     with connect(args.config_dir) as client:
-        from ..service.types import TokenRequest
+        from ..service.types.keys import TokenRequest
 
         issued = client.request(given(TokenRequest, id=args.id, ttl=args.ttl))
     if args.json:

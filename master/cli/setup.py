@@ -45,7 +45,7 @@ def host_setup(args: argparse.Namespace) -> int:
     except ValueError as exc:
         fail(f"bad target: {exc}")
         return 2
-    from ..service.types import SetupRequest
+    from ..service.types.hosts import SetupRequest
 
     request = given(SetupRequest, target=target, profile=args.profile, dry_run=args.dry_run, timeout=args.timeout)
     on_event = (lambda event: None) if args.json else _progress

@@ -14,7 +14,7 @@ from .output import clean, fail, print_json
 from .table import HELP
 
 if TYPE_CHECKING:
-    from ..service.types import WaitJoinedRequest
+    from ..service.types.vms import WaitJoinedRequest
 
 OPERATIONS = ("start", "shutdown", "stop", "reboot", "reset", "pause", "resume", "purge", "info", "vnc")
 SIZE = re.compile(r"^(\d+)([MmGg]?)i?[Bb]?$")
@@ -217,7 +217,7 @@ def init_vm(args: argparse.Namespace) -> int:
     for pairs in args.label:
         wanted.update(pairs)
     image = None if args.image in (None, "none", "-") else args.image
-    from ..service.types import InitRequest
+    from ..service.types.vms import InitRequest
 
     request = given(InitRequest, name=args.name, cpus=args.cpus, memory_mib=args.memory, image=image, host=args.host,
                     labels=wanted, nic_profile=args.nic_profile, disk_profile=args.disk_profile,
@@ -261,7 +261,7 @@ def init_vm(args: argparse.Namespace) -> int:
 
 def _join_request(args: argparse.Namespace) -> WaitJoinedRequest:
     """The wait for a seeded guest's own agent, as the operator asked for it."""
-    from ..service.types import WaitJoinedRequest
+    from ..service.types.vms import WaitJoinedRequest
 
     return given(WaitJoinedRequest, name=args.name, timeout=args.join_timeout)
 
@@ -293,7 +293,7 @@ def _print_decision(result: dict[str, Any]) -> None:
 
 def operate(args: argparse.Namespace) -> int:
     """Run an operation on a VM by name."""
-    from ..service.types import OpRequest
+    from ..service.types.vms import OpRequest
 
     request = given(OpRequest, op=args.op, name=args.name, timeout=args.timeout)
     with connect(args.config_dir, reply_timeout=request.timeout + 10) as client:
@@ -345,7 +345,7 @@ class ProgressBar:
 
 def migrate_vm(args: argparse.Namespace) -> int:
     """Migrate a VM, showing progress, and print the confirmed outcome."""
-    from ..service.types import MigrateRequest
+    from ..service.types.vms import MigrateRequest
 
     request = given(MigrateRequest, name=args.name, target=args.target, offline=args.offline,
                     copy_storage=args.copy_storage, max_downtime_ms=args.max_downtime, bandwidth_mib=args.bandwidth,

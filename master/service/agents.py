@@ -17,7 +17,7 @@ from saltmarsh.protocol.targeting import describe, matches
 
 from .errors import NotFound, ServiceError
 from .registry import ServiceContext, operation
-from .types import AgentListRequest, AgentShowRequest, AgentStatus, AgentView
+from .types.agents import AgentListRequest, AgentShowRequest, AgentStatus, AgentView
 
 
 @operation(AgentListRequest)

@@ -8,7 +8,7 @@ from ..batch import BatchPlan, batch_size
 from .errors import NotFound
 from .jobs import check_function, offline_of, unknown_ids
 from .registry import STREAM_GRACE_SECONDS, ServiceContext, operation
-from .types import BatchRequest, BatchStarted
+from .types.jobs import BatchRequest, BatchStarted
 
 
 @operation(BatchRequest)

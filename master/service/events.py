@@ -8,7 +8,7 @@ from saltmarsh.protocol.tags import pattern_fault
 
 from .errors import Invalid
 from .registry import ServiceContext, operation
-from .types import PingRequest, SubscribeRequest
+from .types.events import PingRequest, SubscribeRequest
 
 
 @operation(SubscribeRequest)

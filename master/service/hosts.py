@@ -7,7 +7,7 @@ from typing import Any
 from saltmarsh.protocol.states import host_setup_tag
 
 from .registry import STREAM_GRACE_SECONDS, ServiceContext, operation
-from .types import MaintenanceRequest, RoleRequest, SetupRequest
+from .types.hosts import MaintenanceRequest, RoleRequest, SetupRequest
 
 
 @operation(MaintenanceRequest)

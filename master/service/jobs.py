@@ -25,8 +25,8 @@ from ..jobcache import JobRecord
 from ..jobs import return_data
 from .errors import Conflict, Invalid, NotFound, ServiceError
 from .registry import STREAM_GRACE_SECONDS, ServiceContext, operation
-from .types import (
-    QUERY_TIMEOUT,
+from .types import QUERY_TIMEOUT
+from .types.jobs import (
     JobListRequest,
     JobOutcome,
     JobRequest,
@@ -107,7 +107,7 @@ async def outcome(ctx: ServiceContext, req: OutcomeRequest) -> JobOutcome:
     unanswered = [agent for agent in record.expected if agent not in returns]
     return JobOutcome(jid=req.jid, expected=record.expected,
                       returns={agent: return_data(agent, ret) for agent, ret in returns.items()},
-                      silent={agent: ctx.master.presence.why_silent(agent) for agent in unanswered},
+                      silent=ctx.master.jobs.why_silent(req.jid),
                       offline=offline_of(ctx, unanswered),
                       unknown=unknown_ids(ctx, record.job.target, record.expected))
 

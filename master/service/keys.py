@@ -11,7 +11,14 @@ from saltmarsh.protocol.bounds import MAX_TOKEN_TTL
 
 from .errors import Invalid, NotFound
 from .registry import ServiceContext, operation
-from .types import KeyAcceptRequest, KeyDeleteRequest, KeyFingerRequest, KeyListRequest, KeyRejectRequest, TokenRequest
+from .types.keys import (
+    KeyAcceptRequest,
+    KeyDeleteRequest,
+    KeyFingerRequest,
+    KeyListRequest,
+    KeyRejectRequest,
+    TokenRequest,
+)
 
 
 @operation(KeyListRequest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .registry import ServiceContext, operation
-from .types import PkiStatusRequest
+from .types.pki import PkiStatusRequest
 
 
 @operation(PkiStatusRequest)

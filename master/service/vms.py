@@ -7,7 +7,7 @@ from typing import Any
 from ..controller import MAX_VM_CPUS, MAX_VM_MEMORY_MIB
 from .errors import Invalid
 from .registry import STREAM_GRACE_SECONDS, ServiceContext, operation
-from .types import (
+from .types.vms import (
     ConsoleLogRequest,
     HostInfoRequest,
     InitRequest,
