@@ -15,3 +15,5 @@ MAX_BATCH_PAUSE = 86_400.0
 # Join tokens (saltmarsh key token --ttl): a token meant for a machine not built within a month
 # is better issued when it is.
 MAX_TOKEN_TTL = 30 * 24 * 3600.0
+# ``virt console-log --lines``: the most lines of a VM's serial console one call returns.
+MAX_CONSOLE_LINES = 10_000

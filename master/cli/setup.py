@@ -31,7 +31,7 @@ def register(host_actions: Any) -> None:
     setup.add_argument("-l", "--labels", dest="as_labels", action="store_true", help="TARGET is key=value,... labels")
     setup.add_argument("--profile", help="the profile for every targeted host (default: by their labels)")
     setup.add_argument("--dry-run", action="store_true", help="change nothing: show what would change")
-    setup.add_argument("--timeout", type=seconds(), default=None, help="seconds (default half an hour)")
+    setup.add_argument("--timeout", type=seconds(), default=None, help="seconds to wait for the hosts")
     setup.add_argument("--json", action="store_true")
     setup.set_defaults(handler=host_setup)
 

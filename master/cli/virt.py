@@ -7,6 +7,8 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
+from saltmarsh.protocol.bounds import MAX_CONSOLE_LINES
+
 from . import setup
 from .arguments import integer, labels, seconds
 from .connect import connect, given
@@ -66,7 +68,7 @@ def register_virt(sub: Any) -> None:
     abort.set_defaults(handler=abort_migration)
     console = actions.add_parser("console-log", help="the tail of a VM's serial console (why a guest did not boot)")
     console.add_argument("name")
-    console.add_argument("--lines", type=integer(1, 10_000), default=50)
+    console.add_argument("--lines", type=integer(1, MAX_CONSOLE_LINES), default=None, help="how many of the last lines")
     console.add_argument("--json", action="store_true")
     console.set_defaults(handler=show_console_log)
 
@@ -101,7 +103,7 @@ def _register_init(actions: Any) -> None:
     init.add_argument("--enable-vnc", action="store_true")
     init.add_argument("--seed", action="store_true")
     init.add_argument("--join-timeout", type=seconds(), default=None, metavar="S",
-                      help="with --seed: wait this long for the guest's agent to join (default 5 minutes)")
+                      help="with --seed: wait this long for the guest's agent to join")
     init.add_argument("--no-wait", action="store_true", help="with --seed: do not wait for the guest's agent")
     init.add_argument("--master-address",
                       help="with --seed: the master address the guest's agent uses (default: seed.master_address)")
@@ -163,8 +165,10 @@ def _print_nested(data: dict[str, Any]) -> None:
 
 def host_info(args: argparse.Namespace) -> int:
     """Print every hypervisor's resources and state."""
+    from ..service.types.vms import HostInfoRequest
+
     with connect(args.config_dir) as client:
-        hosts = client.call("virt.host_info")
+        hosts = client.request(HostInfoRequest())
     if args.json:
         print_json(hosts)
         return 0
@@ -182,8 +186,10 @@ def host_info(args: argparse.Namespace) -> int:
 
 def list_vms(args: argparse.Namespace) -> int:
     """Print VMs per hypervisor."""
+    from ..service.types.vms import VmListRequest
+
     with connect(args.config_dir) as client:
-        vms = client.call("virt.list")
+        vms = client.request(VmListRequest())
     if args.json:
         print_json(vms)
         return 0
@@ -196,8 +202,10 @@ def list_vms(args: argparse.Namespace) -> int:
 
 def query_vms(args: argparse.Namespace) -> int:
     """Print the inventory in the layout of Salt Virt's query."""
+    from ..service.types.vms import QueryRequest
+
     with connect(args.config_dir, reply_timeout=60) as client:
-        result = client.call("virt.query", name=args.name)
+        result = client.request(QueryRequest(args.name))
     if args.json:
         print_json(result)
         return 0
@@ -373,32 +381,40 @@ def migrate_vm(args: argparse.Namespace) -> int:
 
 def abort_migration(args: argparse.Namespace) -> int:
     """Abort a running migration."""
+    from ..service.types.vms import MigrateAbortRequest
+
     with connect(args.config_dir) as client:
-        result = client.call("virt.migrate_abort", name=args.name)
+        result = client.request(MigrateAbortRequest(args.name))
     print(f"aborted the migration of {clean(result['vm'])} on {clean(result['source'])}")
     return 0
 
 
 def set_maintenance(args: argparse.Namespace) -> int:
     """Put a hypervisor in or out of maintenance."""
+    from ..service.types.hosts import MaintenanceRequest
+
     with connect(args.config_dir) as client:
-        result = client.call("host.maintenance", host=args.host, state=args.state)
+        result = client.request(MaintenanceRequest(args.host, args.state))
     print(f"{clean(result['host'])}: maintenance {'on' if result['maintenance'] else 'off'}")
     return 0
 
 
 def set_role(args: argparse.Namespace) -> int:
     """Make an accepted agent a hypervisor or a guest."""
+    from ..service.types.hosts import RoleRequest
+
     with connect(args.config_dir) as client:
-        result = client.call("host.role", id=args.id, role=args.role)
+        result = client.request(RoleRequest(args.id, args.role))
     print(f"{clean(result['id'])}: {clean(result['role'])}")
     return 0
 
 
 def show_console_log(args: argparse.Namespace) -> int:
     """Print the tail of a VM's serial console log."""
+    from ..service.types.vms import ConsoleLogRequest
+
     with connect(args.config_dir) as client:
-        result = client.call("virt.console_log", name=args.name, lines=args.lines)
+        result = client.request(given(ConsoleLogRequest, name=args.name, lines=args.lines))
     if args.json:
         print_json(result)
         return 0

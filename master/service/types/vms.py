@@ -6,13 +6,13 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
+from saltmarsh.protocol.bounds import MAX_CONSOLE_LINES
 from saltmarsh.protocol.messages import Interval
 
 from . import Request
 
 MAX_DOWNTIME_MS = 3_600_000  # an hour of downtime is an offline migration
 MAX_BANDWIDTH_MIB = 1 << 20  # 1 TiB/s: no link is faster; 0 leaves it to libvirt
-MAX_CONSOLE_LINES = 10_000
 
 
 class HostInfoRequest(Request, frozen=True):
