@@ -39,7 +39,6 @@ from .control_messages import END_STREAM, MAX_CONTROL_FRAME, ControlReply, Contr
 from .errors import CommandError, NotRunning
 from .service.errors import error_for
 from .service.types import Request
-from .service.types.events import SubscribeRequest
 from .service.types.jobs import (
     BatchRequest,
     BatchSize,
@@ -175,6 +174,8 @@ class MasterClient:
 
         Ends after ``idle_timeout`` seconds without an event, if given.
         """
+        from .service.types.events import SubscribeRequest  # only a subscriber needs it
+
         request_id = self._send(SubscribeRequest.command, _fields(SubscribeRequest(pattern)))
         self._result(request_id)
         try:
@@ -242,33 +243,20 @@ class MasterClient:
             on_started(outcome, started.size)
         deadline = time.monotonic() + started.wait + RETURN_GRACE_SECONDS
         try:
-            while not self._batch_event(outcome, self._next_events(request_id, deadline - time.monotonic())):
+            while not self._batch_events(outcome, self._next_events(request_id, deadline - time.monotonic())):
                 pass
         except NotRunning as exc:
             outcome.lost = str(exc)
         self._end_stream(request_id)
-        outcome.silent.update(outcome.offline)  # never started, as run names them: offline since …
-        unanswered = [a for a in outcome.unanswered if a not in outcome.missing]
-        reason = "the master went away before it answered" if outcome.lost else "the batch ended without it"
-        outcome.silent.update({agent: reason for agent in unanswered})
+        outcome.batch_over()
         return outcome
 
     @staticmethod
-    def _batch_event(outcome: JobOutcome, batch: list[Event] | None) -> bool:
+    def _batch_events(outcome: JobOutcome, batch: list[Event] | None) -> bool:
         """Fold a batch's events into ``outcome``; True once it is over (``done``, or no event in time)."""
         if batch is None:
             return True
-        for event in batch:
-            parts = event.tag.split("/")  # saltmarsh/batch/<batch>/<what>[/<agent>] (protocol/tags.py)
-            what = parts[3] if len(parts) > 3 else ""
-            if what == "ret":
-                outcome.returns[event.data["id"]] = event.data
-            elif what == "silent":
-                outcome.silent[event.data["id"]] = event.data["reason"]
-            elif what == "done":
-                outcome.not_started.update(event.data["not_started"])
-                return True
-        return False
+        return any([outcome.batch_event(event.tag, event.data) for event in batch])
 
     def _converted(self, request_id: int, kind: type[Any]) -> Any:
         """The master's reply to ``request_id`` as ``kind``."""

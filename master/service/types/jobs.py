@@ -198,6 +198,31 @@ class JobOutcome(msgspec.Struct, kw_only=True):
         """True if every agent the job named answered."""
         return not self.lost and not self.missing and set(self.expected) <= set(self.returns)
 
+    def batch_event(self, tag: str, data: Any) -> bool:
+        """Fold one of a batch's events (``saltmarsh/batch/<batch>/…``, protocol/tags.py) in; True at ``done``."""
+        parts = tag.split("/")  # saltmarsh/batch/<batch>/<what>[/<agent>]
+        what = parts[3] if len(parts) > 3 else ""
+        if what == "ret":
+            self.returns[data["id"]] = data
+        elif what == "silent":
+            self.silent[data["id"]] = data["reason"]
+        elif what == "done":
+            self.not_started.update(data["not_started"])
+            return True
+        return False
+
+    def batch_over(self) -> None:
+        """The batch's end (its ``done``, the wait's end, or the master gone): name every agent without a return.
+
+        Agents known to be down were never started and are named as ``run`` names them (offline
+        since …); any other expected agent without a return or a reason is missing for why the
+        watch ended.
+        """
+        self.silent.update(self.offline)
+        unanswered = [agent for agent in self.unanswered if agent not in self.missing]
+        reason = "the master went away before it answered" if self.lost else "the batch ended without it"
+        self.silent.update({agent: reason for agent in unanswered})
+
     def master_gone(self, reason: str) -> None:
         """The master went away under the wait: every agent still without a return is silent for that."""
         self.lost = reason
