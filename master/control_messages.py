@@ -2,7 +2,8 @@
 
 The control socket is a local IPC socket whose file permissions are its access
 control, so these frames are not signed; they are still size-limited and
-schema-checked like everything the master reads.
+schema-checked like everything the master reads. A request's ``args`` are the
+fields of the service request its ``cmd`` names (master/service/types/).
 """
 
 from __future__ import annotations
