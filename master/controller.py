@@ -114,7 +114,7 @@ class Controller:
             return info
         return {**info, "agent": {"id": vm, "up": self._presence.is_up(vm)}}
 
-    async def set_role(self, agent_id: str, role: str) -> dict[str, Any]:
+    async def set_role(self, agent_id: str, role: str) -> None:
         """Make an accepted agent a ``hypervisor`` (listed, placed on) or a ``guest`` (neither)."""
         if role not in ("hypervisor", "guest"):
             raise Invalid(f"unknown role {role!r}: hypervisor or guest")
@@ -125,14 +125,12 @@ class Controller:
             self._inventory.forget(agent_id)
         elif self._presence.is_up(agent_id):
             await self._resync(agent_id)
-        return {"id": agent_id, "role": role}
 
-    def maintenance(self, agent_id: str, on: bool) -> dict[str, Any]:
-        """Put a hypervisor in or out of maintenance."""
+    def maintenance(self, agent_id: str, on: bool) -> bool:
+        """Put a hypervisor in or out of maintenance; whether it is in maintenance now."""
         if self._inventory.get(agent_id) is None:
             raise NotFound(f"no hypervisor {agent_id!r} in the inventory")
-        host = self._inventory.set_maintenance(agent_id, on)
-        return {"host": agent_id, "maintenance": host.maintenance}
+        return self._inventory.set_maintenance(agent_id, on).maintenance
 
     async def init(self, request: InitRequest) -> dict[str, Any]:
         """Place and create a VM; --dry-run only explains the placement."""

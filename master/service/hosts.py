@@ -7,19 +7,20 @@ from typing import Any
 from saltmarsh.protocol.states import host_setup_tag
 
 from .registry import STREAM_GRACE_SECONDS, ServiceContext, operation
-from .types.hosts import MaintenanceRequest, RoleRequest, SetupRequest
+from .types.hosts import MaintenanceRequest, MaintenanceState, RoleRequest, RoleState, SetupRequest
 
 
 @operation(MaintenanceRequest)
-async def maintenance(ctx: ServiceContext, req: MaintenanceRequest) -> dict[str, Any]:
+async def maintenance(ctx: ServiceContext, req: MaintenanceRequest) -> MaintenanceState:
     """Put a hypervisor in or out of maintenance (placement skips it)."""
-    return ctx.master.controller.maintenance(req.host, req.state == "on")
+    return MaintenanceState(req.host, ctx.master.controller.maintenance(req.host, req.state == "on"))
 
 
 @operation(RoleRequest)
-async def role(ctx: ServiceContext, req: RoleRequest) -> dict[str, Any]:
+async def role(ctx: ServiceContext, req: RoleRequest) -> RoleState:
     """Make an accepted agent a hypervisor (listed, placed on) or a guest (neither)."""
-    return await ctx.master.controller.set_role(req.id, req.role)
+    await ctx.master.controller.set_role(req.id, req.role)
+    return RoleState(req.id, req.role)
 
 
 @operation(SetupRequest)

@@ -32,6 +32,8 @@ from .types.jobs import (
     JobRequest,
     JobSilentRequest,
     JobStarted,
+    JobSummary,
+    JobView,
     KillReply,
     KillRequest,
     OutcomeRequest,
@@ -182,13 +184,13 @@ def unknown_ids(ctx: ServiceContext, target: Target, expected: list[str]) -> dic
 
 
 @operation(JobListRequest)
-async def job_list(ctx: ServiceContext, req: JobListRequest) -> list[dict[str, Any]]:
+async def job_list(ctx: ServiceContext, req: JobListRequest) -> list[JobSummary]:
     """The newest jobs with counts of expected agents and returns."""
-    return ctx.master.cache.list_jobs(req.limit)
+    return msgspec.convert(ctx.master.cache.list_jobs(req.limit), type=list[JobSummary])
 
 
 @operation(JobRequest)
-async def show(ctx: ServiceContext, req: JobRequest) -> dict[str, Any]:
+async def show(ctx: ServiceContext, req: JobRequest) -> JobView:
     """A job, its expected agents, every return, and why each silent agent is silent.
 
     Until the job's deadline has passed, the silent agents that are up are asked whether they
@@ -201,18 +203,10 @@ async def show(ctx: ServiceContext, req: JobRequest) -> dict[str, Any]:
     for agent, job in still.items():
         silent[agent] = (f"still running there ({job.state}, for {job.elapsed:.1f} s, "
                          f"{job.deadline:.1f} s to its deadline)")
-    return {
-        "jid": req.jid,
-        "fun": record.job.fun,
-        "args": record.job.args,
-        "kwargs": record.job.kwargs,
-        "target": to_builtins(record.job.target),
-        "created": jid_time(req.jid).isoformat(),
-        "expected": record.expected,
-        "returns": {agent: return_data(agent, ret) for agent, ret in returns.items()},
-        "silent": silent,
-        "running": {agent: to_builtins(job) for agent, job in still.items()},
-    }
+    return JobView(req.jid, record.job.fun, record.job.args, record.job.kwargs, to_builtins(record.job.target),
+                   jid_time(req.jid).isoformat(), record.expected,
+                   {agent: return_data(agent, ret) for agent, ret in returns.items()}, silent,
+                   {agent: to_builtins(job) for agent, job in still.items()})
 
 
 async def _still_running(ctx: ServiceContext, record: JobRecord, silent: dict[str, str]) -> dict[str, RunningJob]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from saltmarsh.pki.keys import encode_public_key
 from saltmarsh.pki.keystore import KeyState
@@ -12,9 +11,11 @@ from saltmarsh.protocol.bounds import MAX_TOKEN_TTL
 from .errors import Invalid, NotFound
 from .registry import ServiceContext, operation
 from .types.keys import (
+    JoinToken,
     KeyAcceptRequest,
     KeyDeleteRequest,
     KeyFingerRequest,
+    KeyList,
     KeyListRequest,
     KeyRejectRequest,
     TokenRequest,
@@ -22,10 +23,10 @@ from .types.keys import (
 
 
 @operation(KeyListRequest)
-async def key_list(ctx: ServiceContext, req: KeyListRequest) -> dict[str, list[str]]:
-    """Ids by state: {"accepted": [...], "pending": [...], "rejected": [...]}."""
+async def key_list(ctx: ServiceContext, req: KeyListRequest) -> KeyList:
+    """Ids by key state."""
     store = ctx.master.keys.store
-    return {state.value: store.ids(state) for state in (KeyState.ACCEPTED, KeyState.PENDING, KeyState.REJECTED)}
+    return KeyList(store.ids(KeyState.ACCEPTED), store.ids(KeyState.PENDING), store.ids(KeyState.REJECTED))
 
 
 @operation(KeyAcceptRequest)
@@ -50,7 +51,7 @@ async def delete(ctx: ServiceContext, req: KeyDeleteRequest) -> str:
 
 
 @operation(TokenRequest)
-async def token(ctx: ServiceContext, req: TokenRequest) -> dict[str, Any]:
+async def token(ctx: ServiceContext, req: TokenRequest) -> JoinToken:
     """Issue a one-time join token that gets agent ``id``'s key accepted on first contact.
 
     ``ttl`` is more than 0 and at most MAX_TOKEN_TTL seconds: a token that is born expired,
@@ -60,8 +61,7 @@ async def token(ctx: ServiceContext, req: TokenRequest) -> dict[str, Any]:
         raise Invalid(f"a join token's ttl must be more than 0 and at most {MAX_TOKEN_TTL:.0f} s "
                       f"({MAX_TOKEN_TTL / 86400:g} days), not {req.ttl:g}")
     issued, expires = ctx.master.keys.issue_token(req.id, req.ttl)
-    return {"id": req.id, "token": issued, "expires": expires,
-            "master_key": encode_public_key(ctx.master.identity.public_key)}
+    return JoinToken(req.id, issued, expires, encode_public_key(ctx.master.identity.public_key))
 
 
 @operation(KeyFingerRequest)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import msgspec
+
 from saltmarsh.protocol.messages import Interval, Target
 
 from . import Request
@@ -33,3 +35,17 @@ class SetupRequest(Request, frozen=True):
     profile: str | None = None
     dry_run: bool = False
     timeout: Interval = 1800.0  # packages on a fresh host over a slow mirror
+
+
+class MaintenanceState(msgspec.Struct, frozen=True):
+    """The reply to ``host.maintenance``: the hypervisor and whether it is in maintenance now."""
+
+    host: str
+    maintenance: bool
+
+
+class RoleState(msgspec.Struct, frozen=True):
+    """The reply to ``host.role``: the agent and its role now."""
+
+    id: str
+    role: Literal["hypervisor", "guest"]

@@ -258,3 +258,32 @@ class BatchStarted(msgspec.Struct, frozen=True):
     wait: float
     offline: dict[str, str] = {}
     unknown: dict[str, str] = {}
+
+
+class JobSummary(msgspec.Struct, frozen=True):
+    """One line of ``job.list``: a job, its target, when it was made, how many agents were expected and answered."""
+
+    jid: str
+    fun: str
+    target: dict[str, Any]
+    created: float
+    expected: int
+    returned: int
+
+
+class JobView(msgspec.Struct, frozen=True):
+    """The reply to ``job.show``: a job, its expected agents, every return, and why each silent agent is silent.
+
+    ``running`` holds, for the silent agents that still run it (asked before its deadline), what they said.
+    """
+
+    jid: str
+    fun: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    target: dict[str, Any]
+    created: str
+    expected: list[str]
+    returns: dict[str, dict[str, Any]]
+    silent: dict[str, str]
+    running: dict[str, dict[str, Any]]

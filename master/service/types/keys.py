@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import msgspec
+
 from . import Request
 
 DEFAULT_TOKEN_TTL = 3600.0  # a join token's life when none is given
@@ -50,3 +52,21 @@ class TokenRequest(Request, frozen=True):
     command: ClassVar[str] = "key.token"
     id: str
     ttl: float = DEFAULT_TOKEN_TTL
+
+
+class KeyList(msgspec.Struct, frozen=True):
+    """The reply to ``key.list``: agent ids by key state, each list sorted."""
+
+    accepted: list[str]
+    pending: list[str]
+    rejected: list[str]
+
+
+class JoinToken(msgspec.Struct, frozen=True):
+    """The reply to ``key.token``: the token (shown once; the master keeps only its hash), when it expires
+    (seconds since the epoch), and the master key the new agent pins."""
+
+    id: str
+    token: str
+    expires: float
+    master_key: str
