@@ -42,7 +42,7 @@ def test_each_kind_has_its_own_code_an_http_status_and_comes_back_as_itself() ->
     assert len(set(codes)) == len(codes)
     assert set(KINDS) == set(codes) == set(HTTP_STATUS)
     assert HTTP_STATUS == {"not_found": 404, "conflict": 409, "unavailable": 503, "timed_out": 504,
-                           "refused": 403, "invalid": 400, "internal": 500}
+                           "refused": 422, "invalid": 400, "internal": 500}
     for kind in EVERY_KIND:
         rebuilt = error_for(kind.code, "why")
         assert type(rebuilt) is kind and isinstance(rebuilt, CommandError) and str(rebuilt) == "why"

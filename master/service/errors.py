@@ -80,13 +80,15 @@ class InternalError(ServiceError):
 KINDS: dict[str, type[ServiceError]] = {kind.code: kind for kind in (NotFound, Conflict, Unavailable, TimedOut,
                                                                      Refused, Invalid, InternalError)}
 
-# The HTTP API's answer to each code (master/http, a later step, only reads this table).
+# The HTTP API's answer to each code (master/http, a later step, only reads this table). Refused
+# is 422, not 403: 403 stays the API's own answer to a token without the scope, so a client tells
+# "this token may not" from "the master will not, now, for this reason".
 HTTP_STATUS: dict[str, int] = {
     NotFound.code: 404,
     Conflict.code: 409,
     Unavailable.code: 503,
     TimedOut.code: 504,
-    Refused.code: 403,
+    Refused.code: 422,
     Invalid.code: 400,
     InternalError.code: 500,
 }
