@@ -8,8 +8,10 @@ the service raised, from the code in the reply. The mapping tables are checked a
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
+import zmq
 
 from saltmarsh.master.client import MasterClient
 from saltmarsh.master.errors import CommandError
@@ -30,6 +32,7 @@ from saltmarsh.master.service.types.images import ImageListRequest
 from saltmarsh.master.service.types.jobs import JobRequest, KillRequest, OutcomeRequest, RunRequest
 from saltmarsh.master.service.types.keys import TokenRequest
 from saltmarsh.master.service.types.vms import InitRequest, MigrateRequest, OpRequest
+from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.targeting import make_target
 
 from .cluster import Cluster
@@ -135,3 +138,24 @@ def _subclasses(kind: type) -> list[type]:
     for sub in kind.__subclasses__():
         found += [sub, *_subclasses(sub)]
     return found
+
+
+@pytest.mark.timeout(60)
+def test_the_control_socket_sends_the_code_beside_the_line(cluster: Cluster, zctx: zmq.Context[Any]) -> None:
+    """Raw frames, as any client of the socket sees them: a code for a refusal read or unread."""
+    client = zctx.socket(zmq.DEALER)
+    client.setsockopt(zmq.LINGER, 0)
+    client.connect(f"ipc://{cluster.control_socket}")
+    try:
+        replies = {}
+        for request in ({"id": 1, "cmd": "job.show", "args": {"jid": "2" * 20}},  # read: the service's NotFound
+                        {"id": 2, "cmd": "job.list", "args": {"limit": 0}},      # read: out of bounds
+                        {"id": 3, "cmd": 5},                                     # unread: no schema fits
+                        {"id": 4, "cmd": "key.list"}):
+            client.send(encode(request))
+            assert client.poll(5000), request
+            reply = decode(client.recv(), dict[str, Any])
+            replies[reply["id"]] = (reply["ok"], reply.get("code"))
+    finally:
+        client.close()
+    assert replies == {1: (False, "not_found"), 2: (False, "invalid"), 3: (False, "refused"), 4: (True, "")}

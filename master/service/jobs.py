@@ -103,6 +103,7 @@ async def outcome(ctx: ServiceContext, req: OutcomeRequest) -> JobOutcome:
 
     What a front end asks once its wait is over (every awaited agent answered, or its time ran
     out): ``missing``, ``complete`` and ``timed_out`` of the result follow from it (types.JobOutcome).
+    ``offline`` is, of the agents without a return, those the master knows are down now.
     """
     record = job_record(ctx, req.jid)
     returns = ctx.master.cache.returns(req.jid)
