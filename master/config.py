@@ -14,6 +14,7 @@ from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_
 from saltmarsh.protocol.limits import Limits
 
 from .hostprofile import HostFile, HostProfiles
+from .http.settings import HttpFile, HttpSettings, parse_http
 
 DEFAULT_CONFIG_DIR = Path(DEFAULT_CONFIG_DIR_NAME)
 CONFIG_FILE = "master.yaml"
@@ -68,6 +69,7 @@ class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     virt: VirtMasterFile = msgspec.field(default_factory=VirtMasterFile)
     seed: SeedFile = msgspec.field(default_factory=SeedFile)
     host: HostFile = msgspec.field(default_factory=HostFile)
+    http: HttpFile = msgspec.field(default_factory=HttpFile)
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class MasterConfig:
     virt: VirtMasterFile
     seed: SeedFile
     host: HostProfiles
+    http: HttpSettings | None = None  # None: the HTTP API is off
 
     @property
     def root_dir_mode(self) -> int:
@@ -158,4 +161,5 @@ def load_master_config(config_dir: Path) -> MasterConfig:
         virt=raw.virt,
         seed=raw.seed,
         host=HostProfiles.from_file(raw.host, str(path)),
+        http=parse_http(raw.http, str(path)),
     )

@@ -33,6 +33,7 @@ from .controller import Controller, SeedAddresses
 from .eventbus import EventBus
 from .fileserver import SERVED_RECORDS, FileRequests, FileServer
 from .hostsetup import HostSetup
+from .http.tokens import ApiTokens
 from .inventory import Inventory
 from .jobcache import JobCache
 from .jobs import JobRouter
@@ -71,6 +72,7 @@ class Master:
             auto_accept=config.auto_accept, heartbeat_seconds=config.heartbeat_seconds,
             max_pending_keys=config.max_pending_keys,
         )
+        self.api_tokens = ApiTokens(self.cache)
         self.jobs = JobRouter(self.cache, self.bus, self.publisher, self.presence, self.keys)
         self.batches = Batches(self.jobs, self.bus, self.presence)
         self.relay = AgentEventRelay(self.bus, self.presence, self.cache)
@@ -107,6 +109,12 @@ class Master:
         self.publisher.bind(cfg.interface, cfg.publish_port)
         self.channel.bind(cfg.interface, cfg.request_port)
         self.control.bind()
+        api = None
+        if cfg.http is not None:
+            from .http.server import HttpApi  # tornado is loaded only when the API is on
+
+            api = HttpApi(self, cfg.http)
+            api.start()
         log.info(
             "master %s listening on %s (publish %d, request %d), control socket %s",
             self.identity.fingerprint, cfg.interface, cfg.publish_port, cfg.request_port, cfg.control_socket,
@@ -120,6 +128,8 @@ class Master:
         try:
             await stop.wait()
         finally:
+            if api is not None:
+                await api.stop()
             await self.batches.close()
             await cancel_and_wait(tasks)
             self.close()

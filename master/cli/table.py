@@ -16,6 +16,7 @@ MODULES = {
     "host": "virt",
     "pki": "pki",
     "image": "images",
+    "token": "tokens",
 }
 
 # command -> its help in ``saltmarsh --help`` (also given to its parser by its module)
@@ -29,4 +30,5 @@ HELP = {
     "host": "hypervisor administration",
     "pki": "the CA that signs agents' libvirt TLS certificates",
     "image": "bootable guest images in the master's file roots",
+    "token": "bearer tokens for the HTTP API: create, list, revoke",
 }

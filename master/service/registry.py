@@ -61,4 +61,4 @@ def operation(kind: type[R]) -> Callable[[Callable[[ServiceContext, R], Awaitabl
 
 def load_all() -> None:
     """Import every domain module so that its operations register."""
-    from . import agents, batches, events, hosts, images, jobs, keys, pki, vms  # noqa: F401
+    from . import agents, batches, events, hosts, images, jobs, keys, pki, tokens, vms  # noqa: F401

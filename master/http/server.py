@@ -1,0 +1,315 @@
+"""The HTTP API server: tornado on the master's loop, every route a call of the service layer.
+
+One response shape for every answer: the result as JSON on success, ``{"error": {"code", "message"}}``
+otherwise, with the status the service error's code maps to (master/service/errors.py HTTP_STATUS),
+401 without a valid token, 403 naming the scope (or the agents) the token lacks, 404 for an unknown
+path, 405 for a known path with another method, 400 for a body that is not JSON or not the request
+type, 413 for a body over the bound. Never a traceback: a bug is logged and answered 500.
+Every call is logged with its token's name, method, path, status and time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import tornado.httpserver
+import tornado.web
+
+from saltmarsh.protocol.messages import Target
+from saltmarsh.protocol.targeting import make_target, matches
+
+from ..errors import CommandError
+from ..service.errors import HTTP_STATUS, Invalid, NotFound, Refused, ServiceError
+from ..service.registry import OPERATIONS, ServiceContext, load_all
+from .routes import ROUTES, WAIT_ROUTE, Route
+from .settings import HttpSettings
+from .tokens import ApiToken, ApiTokens, Unauthenticated
+
+if TYPE_CHECKING:
+    from ..server import Master
+
+log = logging.getLogger(__name__)
+
+# How long /v1/jobs/<jid>/wait waits at most, whatever ?timeout= asks.
+MAX_WAIT_SECONDS = 300.0
+
+
+class ApiError(Exception):
+    """An answer other than success, decided by the front end itself (auth, routing, body)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class JsonHandler(tornado.web.RequestHandler):
+    """Every answer as JSON, errors included, and every call logged with its token's name."""
+
+    token_name = "-"
+
+    def set_default_headers(self) -> None:
+        """JSON, never cached, never sniffed."""
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def answer(self, status: int, document: Any) -> None:
+        """Send ``document`` (msgspec Structs allowed) with ``status``."""
+        self.set_status(status)
+        self.finish(msgspec.json.encode(document))
+
+    def fail(self, status: int, code: str, message: str) -> None:
+        """The one error shape."""
+        self.answer(status, {"error": {"code": code, "message": message}})
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """tornado's own errors (an unknown path, a body over the bound, an uncaught bug) in the one shape."""
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "invalid"}
+        message = self._reason if status_code != 500 else "internal error (logged on the master)"
+        self.finish(msgspec.json.encode({"error": {"code": codes.get(status_code, "internal"), "message": message}}))
+
+
+class OpenApiHandler(JsonHandler):
+    """``GET /v1/openapi.json``: the API's description, public (it holds no secret)."""
+
+    def get(self) -> None:
+        """The document, generated once per master."""
+        self.answer(200, _openapi())
+
+
+@functools.cache
+def _openapi() -> dict[str, Any]:
+    from .openapi import document
+
+    return document()
+
+
+class NotFoundHandler(JsonHandler):
+    """Any path no route has."""
+
+    def prepare(self) -> None:
+        """404 for every method."""
+        self.fail(404, "not_found", f"no such endpoint: {self.request.method} {self.request.path}")
+
+
+@tornado.web.stream_request_body
+class OperationHandler(JsonHandler):
+    """One or more routes on one path: authenticate, check the scope, build the typed request, call, answer.
+
+    The body is streamed in, so that one over the bound is answered 413 in the one shape from its
+    head alone (Content-Length) or as soon as it grows past the bound (chunked), never read whole.
+    """
+
+    def initialize(self, master: Master, tokens: ApiTokens, routes: dict[str, Route], max_body: int) -> None:
+        """Given by the application for this path."""
+        self.master, self.tokens, self.routes, self.max_body = master, tokens, routes, max_body
+        self.body = bytearray()
+
+    def prepare(self) -> None:
+        """Refuse a declared body over the bound before any of it is read."""
+        declared = self.request.headers.get("Content-Length", "0")
+        if not declared.isdigit() or int(declared) > self.max_body:
+            self._too_large()
+
+    def data_received(self, chunk: bytes) -> None:
+        """Collect the body, up to the bound."""
+        if self._finished:
+            return
+        self.body += chunk
+        if len(self.body) > self.max_body:
+            self._too_large()
+
+    def _too_large(self) -> None:
+        log.warning("http: %s %s refused: the body is over %d bytes", self.request.method, self.request.path,
+                    self.max_body)
+        self.set_header("Connection", "close")
+        self.fail(413, "too_large", f"the request body is over the {self.max_body} bytes the API takes")
+
+    async def get(self, *params: str) -> None:
+        """GET routes."""
+        await self._serve(params)
+
+    async def post(self, *params: str) -> None:
+        """POST routes."""
+        await self._serve(params)
+
+    async def _serve(self, params: tuple[str, ...]) -> None:
+        route = self.routes.get(self.request.method or "")
+        if route is None:
+            self.fail(405, "method_not_allowed", f"{self.request.path} takes {', '.join(sorted(self.routes))}")
+            return
+        try:
+            token = self._authorize(route)
+            fields = self._fields(route, params)
+            if route.targets:
+                _confine(self.master, token, fields)
+            result = await self._call(route, fields)
+        except ApiError as exc:
+            self.fail(exc.status, exc.code, exc.message)
+            return
+        except ServiceError as exc:
+            self.fail(HTTP_STATUS[exc.code], exc.code, str(exc))
+            return
+        except CommandError as exc:  # a component not yet typed: a refusal (service/errors.py)
+            self.fail(HTTP_STATUS[Refused.code], Refused.code, str(exc))
+            return
+        self.answer(route.status, result)
+
+    def _authorize(self, route: Route) -> ApiToken:
+        try:
+            token = self.tokens.authenticate(self.request.headers.get("Authorization"))
+        except Unauthenticated as exc:
+            log.warning("http: %s %s refused: %s", self.request.method, self.request.path, exc)
+            self.set_header("WWW-Authenticate", 'Bearer realm="saltmarsh"')
+            raise ApiError(401, "unauthenticated", str(exc)) from exc
+        self.token_name = token.name
+        if route.scope not in token.scopes:
+            raise ApiError(403, "forbidden", f"token {token.name} lacks the scope {route.scope}")
+        return token
+
+    def _fields(self, route: Route, params: tuple[str, ...]) -> dict[str, Any]:
+        fields: dict[str, Any] = {}
+        if route.body and self.body:
+            try:
+                body = json.loads(bytes(self.body))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise ApiError(400, Invalid.code, f"the body is not JSON: {exc}") from exc
+            if not isinstance(body, dict):
+                raise ApiError(400, Invalid.code, "the body must be a JSON object")
+            fields.update(body)
+        for name, values in self.request.query_arguments.items():
+            try:
+                text = values[-1].decode()
+            except UnicodeDecodeError as exc:
+                raise ApiError(400, Invalid.code, f"query parameter {name!r} is not UTF-8") from exc
+            fields[name] = _query_value(text)
+        fields.update(zip(route.params, params, strict=True))
+        if isinstance(fields.get("target"), str):
+            try:
+                fields["target"] = make_target(fields["target"])
+            except ValueError as exc:
+                raise ApiError(400, Invalid.code, f"bad target: {exc}") from exc
+        return fields
+
+    async def _call(self, route: Route, fields: dict[str, Any]) -> Any:
+        operation = OPERATIONS[route.command]
+        if route.command == "run":
+            fields["wait"] = False  # the API starts the job; its returns are at /v1/jobs/<jid>
+        try:
+            request = msgspec.convert(fields, operation.request, from_attributes=True)
+        except msgspec.ValidationError as exc:
+            raise ApiError(400, Invalid.code, f"invalid request: {exc}") from exc
+        return await operation.run(ServiceContext(self.master), request)
+
+    def on_finish(self) -> None:
+        """The access log line, with the token's name (never the token)."""
+        log.info("http: %s %s %d token=%s %.1f ms", self.request.method, self.request.path, self.get_status(),
+                 self.token_name, 1000 * self.request.request_time())
+
+
+class WaitHandler(OperationHandler):
+    """``GET /v1/jobs/<jid>/wait?timeout=S``: the job's outcome once it is complete or S passed."""
+
+    async def _call(self, route: Route, fields: dict[str, Any]) -> Any:
+        try:
+            timeout = min(float(fields.get("timeout", 30.0)), MAX_WAIT_SECONDS)
+        except (TypeError, ValueError) as exc:
+            raise ApiError(400, Invalid.code, "timeout must be a number of seconds") from exc
+        jid = fields["jid"]
+        changed = asyncio.Event()
+        handle = self.master.bus.subscribe(f"saltmarsh/job/{jid}/ret/", lambda _event: changed.set())
+        try:
+            deadline = time.monotonic() + max(timeout, 0.0)
+            while True:
+                outcome = await super()._call(route, {"jid": jid})
+                left = deadline - time.monotonic()
+                if outcome.complete or left <= 0:
+                    return outcome
+                changed.clear()
+                try:
+                    await asyncio.wait_for(changed.wait(), left)
+                except TimeoutError:
+                    pass
+        finally:
+            self.master.bus.unsubscribe(handle)
+
+
+def _query_value(text: str) -> Any:
+    """A query parameter: a number where it reads as one (timeout=5), else the text."""
+    try:
+        return json.loads(text) if text[:1].isdigit() else text
+    except ValueError:
+        return text
+
+
+def _confine(master: Master, token: ApiToken, fields: dict[str, Any]) -> None:
+    """Hold a target-limited token to its pattern: the request's agents, resolved now, must all fit it.
+
+    The target is replaced by the list of agents it names now, so an agent that joins later under a
+    name outside the pattern is never reached through it. Without a target (list everyone) the
+    token's pattern becomes the target.
+    """
+    if not token.target:
+        return
+    target = fields.get("target")
+    if target is None:
+        fields["target"] = Target(kind="glob", pattern=token.target)
+        return
+    if not isinstance(target, Target):
+        try:
+            target = msgspec.convert(target, Target)
+        except msgspec.ValidationError as exc:
+            raise ApiError(400, Invalid.code, f"bad target: {exc}") from exc
+    named = [key.agent_id for key in master.keys.store.all()
+             if matches(target, key.agent_id, master.presence.labels(key.agent_id))]
+    outside = [agent for agent in named if not token.may_reach(agent)]
+    if outside:
+        raise ApiError(403, "forbidden", f"token {token.name} may reach only {token.target!r}, not "
+                                         f"{', '.join(sorted(outside)[:10])}")
+    if not named:
+        raise NotFound("no agent matches the target")
+    fields["target"] = Target(kind="list", ids=sorted(named))
+
+
+def application(master: Master, max_body: int) -> tornado.web.Application:
+    """The API's routes, each path's methods handled by one handler."""
+    load_all()
+    by_path: dict[str, dict[str, Route]] = {}
+    for route in ROUTES:
+        by_path.setdefault(route.path, {})[route.method] = route
+    common = {"master": master, "tokens": master.api_tokens, "max_body": max_body}
+    handlers: list[Any] = [(r"/v1/openapi.json", OpenApiHandler),
+                           (WAIT_ROUTE.path, WaitHandler, {**common, "routes": {"GET": WAIT_ROUTE}})]
+    # Longer, literal paths first: /v1/jobs/running before /v1/jobs/<jid>.
+    for path in sorted(by_path, key=lambda p: (p.count("("), -len(p))):
+        handlers.append((path, OperationHandler, {**common, "routes": by_path[path]}))
+    return tornado.web.Application(handlers, default_handler_class=NotFoundHandler,
+                                   log_function=lambda handler: None)  # on_finish logs, with the token
+
+
+class HttpApi:
+    """The listening server; ``start`` on the master's loop, ``stop`` at shutdown."""
+
+    def __init__(self, master: Master, settings: HttpSettings) -> None:
+        self._settings = settings
+        self._server = tornado.httpserver.HTTPServer(
+            # The server's own bound is a backstop: the handlers answer 413 past max_body_bytes themselves.
+            application(master, settings.max_body_bytes), max_body_size=settings.max_body_bytes * 2,
+            idle_connection_timeout=settings.header_timeout, body_timeout=settings.body_timeout,
+            decompress_request=False)
+
+    def start(self) -> None:
+        """Listen (on the running loop)."""
+        self._server.listen(self._settings.port, self._settings.host)
+        log.info("HTTP API on %s", self._settings.url)
+
+    async def stop(self) -> None:
+        """Stop listening and close every connection."""
+        self._server.stop()
+        await self._server.close_all_connections()

@@ -1,0 +1,232 @@
+"""The HTTP API (master/http/): real master and agent processes, real HTTP on a loopback port (urllib).
+
+Tokens are made with the CLI (``saltmarsh token create``) as an operator would. Asserted: every route's
+happy path and its refusals in the one error shape; 401 without a token, with an unknown, an expired or
+a revoked one (revocation takes effect at the next request); 403 naming the missing scope, and for a
+token limited to ``web*`` the agents outside it; tokens survive a master restart; hostile input
+(malformed JSON, a body over the bound, bad UTF-8, path traversal, an unknown path or method, a
+client that never finishes its request head) is refused and the master keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .cluster import Cluster, free_port, wait_until
+
+pytestmark = pytest.mark.timeout(120)
+
+AGENTS = ("web1", "web2", "db1")
+MAX_BODY = 4096
+HEADER_TIMEOUT = 2.0
+
+
+class Api:
+    """The master's API at ``url``."""
+
+    def __init__(self, cluster: Cluster, port: int) -> None:
+        self.cluster, self.url = cluster, f"http://127.0.0.1:{port}"
+
+    def token(self, name: str, scopes: str, *extra: str) -> str:
+        """A new token, made with the CLI; the token is the first line it prints."""
+        return self.cluster.cli("token", "create", name, "--scope", scopes, *extra).stdout.splitlines()[0]
+
+    def call(self, method: str, path: str, token: str | None = None, body: bytes | Any = None,
+             timeout: float = 30.0) -> tuple[int, Any, Any]:
+        """(status, decoded JSON, headers: case-insensitive) of one request."""
+        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, json.loads(response.read()), response.headers
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read()), exc.headers
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    port = free_port()
+    cluster = Cluster(tmp_path_factory.mktemp("http"), http={
+        "listen": f"127.0.0.1:{port}", "max_body_bytes": MAX_BODY, "header_timeout_seconds": HEADER_TIMEOUT})
+    cluster.start_master()
+    try:
+        cluster.start_agents(*AGENTS)
+        cluster.wait_answering(*AGENTS)
+        wait_until(lambda: _answers(port), what="the HTTP API to listen")
+        yield Api(cluster, port)
+    finally:
+        codes = cluster.stop()
+        assert codes["master"] == 0, cluster.master.log()[-3000:]
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def error_of(document: Any) -> tuple[str, str]:
+    """(code, message) of the one error shape; fails on anything else."""
+    assert set(document) == {"error"} and set(document["error"]) == {"code", "message"}, document
+    return document["error"]["code"], document["error"]["message"]
+
+
+def test_no_token_an_unknown_one_or_another_scheme_gets_401_with_the_reason(api: Api) -> None:
+    status, body, headers = api.call("GET", "/v1/agents")
+    assert status == 401 and error_of(body)[0] == "unauthenticated"
+    assert "Bearer" in headers.get("WWW-Authenticate", "")
+    assert "Authorization" in error_of(body)[1]
+    assert api.call("GET", "/v1/agents", "smt_not-a-token")[0] == 401
+    request = urllib.request.Request(api.url + "/v1/agents", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 401
+    assert "refused: no Authorization header" in api.cluster.master.log()
+
+
+def test_a_read_token_lists_and_shows_agents_and_may_not_run_jobs(api: Api) -> None:
+    reader = api.token("reader", "agents:read")
+    status, agents, _ = api.call("GET", "/v1/agents", reader)
+    assert status == 200 and {agent["id"] for agent in agents} == set(AGENTS)
+    assert all(agent["state"] == "up" for agent in agents)
+    status, one, _ = api.call("GET", "/v1/agents/web1", reader)
+    assert status == 200 and one["id"] == "web1"
+    status, body, _ = api.call("GET", "/v1/agents/nosuch", reader)
+    assert status == 404 and error_of(body)[0] == "not_found"
+    status, body, _ = api.call("POST", "/v1/jobs", reader, {"target": "web1", "fun": "test.ping"})
+    assert status == 403 and error_of(body) == ("forbidden", "token reader lacks the scope jobs:run")
+    assert api.call("GET", "/v1/jobs", reader)[0] == 403
+    assert "http: GET /v1/agents 200 token=reader" in api.cluster.master.log()
+
+
+def test_a_job_started_over_http_answers_202_and_its_returns_are_waited_for(api: Api) -> None:
+    runner = api.token("runner", "jobs:run,jobs:read")
+    status, started, _ = api.call("POST", "/v1/jobs", runner, {"target": "*", "fun": "test.ping"})
+    assert status == 202 and sorted(started["expected"]) == sorted(AGENTS)
+    jid = started["jid"]
+    status, outcome, _ = api.call("GET", f"/v1/jobs/{jid}/wait?timeout=20", runner)
+    assert status == 200
+    assert {agent: ret["result"] for agent, ret in outcome["returns"].items()} == dict.fromkeys(AGENTS, True)
+    status, again, _ = api.call("GET", f"/v1/jobs/{jid}", runner)
+    assert status == 200 and set(again["returns"]) == set(AGENTS)
+    status, body, _ = api.call("GET", "/v1/jobs/00000000000000000000", runner)
+    assert status == 404 and error_of(body)[0] == "not_found"
+    status, body, _ = api.call("POST", "/v1/jobs", runner, {"target": "web1"})  # no fun
+    assert status == 400 and error_of(body)[0] == "invalid"
+    status, listed, _ = api.call("GET", "/v1/jobs?limit=5", runner)
+    assert status == 200 and jid in json.dumps(listed)
+
+
+def test_a_token_limited_to_web_agents_reaches_no_other(api: Api) -> None:
+    web = api.token("web-only", "jobs:run,jobs:read,agents:read", "--target", "web*")
+    status, body, _ = api.call("POST", "/v1/jobs", web, {"target": "*", "fun": "test.ping"})
+    assert status == 403 and error_of(body)[0] == "forbidden" and "db1" in error_of(body)[1]
+    assert api.call("POST", "/v1/jobs", web, {"target": "db1", "fun": "test.ping"})[0] == 403
+    status, started, _ = api.call("POST", "/v1/jobs", web, {"target": "web*", "fun": "test.ping"})
+    assert status == 202 and sorted(started["expected"]) == ["web1", "web2"]
+    status, agents, _ = api.call("GET", "/v1/agents", web)
+    assert status == 200 and sorted(agent["id"] for agent in agents) == ["web1", "web2"]
+
+
+def test_expired_and_revoked_tokens_get_401_and_tokens_survive_a_master_restart(api: Api) -> None:
+    kept = api.token("kept", "agents:read")
+    doomed = api.token("doomed", "agents:read")
+    made = time.time()
+    short = api.token("short", "agents:read", "--ttl", "4")
+    assert api.call("GET", "/v1/agents", short)[0] == 200
+    wait_until(lambda: api.call("GET", "/v1/agents", short)[0] == 401, timeout=15, interval=0.2,
+               what="the 4 s token to expire")
+    assert time.time() - made >= 4.0
+    status, body, _ = api.call("GET", "/v1/agents", short)
+    assert status == 401 and "expired" in error_of(body)[1]
+
+    assert api.call("GET", "/v1/agents", doomed)[0] == 200
+    api.cluster.cli("token", "revoke", "doomed")
+    revoked = time.monotonic()
+    status, body, _ = api.call("GET", "/v1/agents", doomed)
+    assert status == 401 and time.monotonic() - revoked < 1.0
+
+    listed = json.loads(api.cluster.cli("token", "list", "--json").stdout)
+    assert "doomed" not in {t["name"] for t in listed} and {"kept", "short"} <= {t["name"] for t in listed}
+    assert kept not in api.cluster.cli("token", "list").stdout  # only the hash is kept
+    stored = (api.cluster.master_dir / "state" / "jobs.sqlite").read_bytes()
+    assert kept.encode() not in stored
+
+    assert api.cluster.master.stop() == 0
+    api.cluster.start_master()
+    wait_until(lambda: _answers(int(api.url.rsplit(":", 1)[1])), what="the API after the restart")
+    assert api.call("GET", "/v1/agents", kept)[0] == 200
+    assert api.call("GET", "/v1/agents", doomed)[0] == 401
+    api.cluster.wait_answering(*AGENTS)
+
+
+def test_hostile_input_is_refused_and_the_master_keeps_serving(api: Api) -> None:
+    runner = api.token("hostile", "jobs:run,agents:read")
+    status, body, _ = api.call("POST", "/v1/jobs", runner, b"{not json")
+    assert status == 400 and error_of(body)[0] == "invalid"
+    status, body, _ = api.call("POST", "/v1/jobs", runner, b"\xff\xfe{}")
+    assert status == 400 and error_of(body)[0] == "invalid"
+    status, body, _ = api.call("POST", "/v1/jobs", runner, b"[1, 2]")
+    assert status == 400
+    status, body, _ = api.call("POST", "/v1/jobs", runner, b"{" + b" " * MAX_BODY + b"}")
+    assert status == 413 and error_of(body)[0] == "too_large"
+    port = int(api.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as huge:  # declared huge: answered from its head
+        huge.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + runner.encode()
+                     + b"\r\nContent-Length: 1000000000\r\n\r\n{")
+        assert huge.recv(4096).startswith(b"HTTP/1.1 413")
+    status, body, _ = api.call("GET", "/v1/agents?target=%ff", runner)
+    assert status == 400 and "UTF-8" in error_of(body)[1]
+    for path in ("/v1/agents/..%2F..%2Fetc%2Fpasswd", "/v1/agents/%2e%2e", "/v1/agents/a%00b"):
+        status, body, _ = api.call("GET", path, runner)
+        assert status in (400, 404) and error_of(body)[0] in ("invalid", "not_found"), (path, body)
+    status, body, _ = api.call("GET", "/v1/nothing-here", runner)
+    assert status == 404 and error_of(body)[0] == "not_found"
+    status, body, _ = api.call("DELETE", "/v1/agents", runner)
+    assert status == 405 and error_of(body)[0] == "method_not_allowed"
+
+    # A client that never finishes its request head is cut off; others are served meanwhile.
+    with socket.create_connection(("127.0.0.1", port), timeout=HEADER_TIMEOUT * 5) as slow:
+        slow.sendall(b"GET /v1/agents HTTP/1.1\r\nHost: x\r\n")
+        assert api.call("GET", "/v1/agents", runner)[0] == 200
+        started = time.monotonic()
+        assert slow.recv(1) == b""  # closed by the master
+        assert time.monotonic() - started <= HEADER_TIMEOUT * 3
+    assert api.cluster.master.alive()
+    assert api.call("GET", "/v1/agents", runner)[0] == 200
+
+
+def test_the_api_refuses_a_non_loopback_address_at_start(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, http={"listen": "0.0.0.0:4680"})
+    done = cluster.cli("key", "list", check=False)  # the CLI reads the same master.yaml
+    assert done.returncode != 0 and "loopback" in done.stderr
+
+
+def test_the_openapi_document_names_every_route_with_its_scope(api: Api) -> None:
+    from saltmarsh.master.http.openapi import openapi_path
+    from saltmarsh.master.http.routes import ROUTES, WAIT_ROUTE
+
+    status, doc, _ = api.call("GET", "/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    for route in (*ROUTES, WAIT_ROUTE):
+        operation = doc["paths"][openapi_path(route)][route.method.lower()]
+        assert operation["x-saltmarsh-scope"] == route.scope
+        assert str(route.status) in operation["responses"]
+    run = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "#/components/schemas/" in run["$ref"]
+    assert {"fun", "target"} <= set(doc["components"]["schemas"][run["$ref"].rsplit("/", 1)[1]]["required"])
