@@ -230,3 +230,16 @@ def test_the_openapi_document_names_every_route_with_its_scope(api: Api) -> None
     run = doc["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert "#/components/schemas/" in run["$ref"]
     assert {"fun", "target"} <= set(doc["components"]["schemas"][run["$ref"].rsplit("/", 1)[1]]["required"])
+
+
+def test_every_route_without_parameters_answers_a_token_with_its_scope(api: Api) -> None:
+    from saltmarsh.master.http.routes import ROUTES
+
+    plain = [route for route in ROUTES if route.method == "GET" and not route.params]
+    everything = api.token("all-read", ",".join(sorted({route.scope for route in plain})))
+    for route in plain:
+        status, body, _ = api.call("GET", route.path, everything)
+        assert status == 200, (route.path, body)
+        assert not (isinstance(body, dict) and "error" in body), (route.path, body)
+    status, body, _ = api.call("GET", "/v1/hosts", api.token("jobs-only", "jobs:read"))
+    assert status == 403 and error_of(body)[1].endswith("vms:read")
