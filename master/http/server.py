@@ -27,8 +27,10 @@ from saltmarsh.protocol.targeting import make_target, matches
 from ..errors import CommandError
 from ..service.errors import HTTP_STATUS, Invalid, NotFound, Refused, ServiceError
 from ..service.registry import OPERATIONS, ServiceContext, load_all
+from .events import EventRing
 from .routes import ROUTES, WAIT_ROUTE, Route
 from .settings import HttpSettings
+from .stream import EventsHandler
 from .tokens import ApiToken, ApiTokens, Unauthenticated
 
 if TYPE_CHECKING:
@@ -277,7 +279,7 @@ def _confine(master: Master, token: ApiToken, fields: dict[str, Any]) -> None:
     fields["target"] = Target(kind="list", ids=sorted(named))
 
 
-def application(master: Master, max_body: int) -> tornado.web.Application:
+def application(master: Master, max_body: int, ring: EventRing, backlog: int) -> tornado.web.Application:
     """The API's routes, each path's methods handled by one handler."""
     load_all()
     by_path: dict[str, dict[str, Route]] = {}
@@ -285,6 +287,8 @@ def application(master: Master, max_body: int) -> tornado.web.Application:
         by_path.setdefault(route.path, {})[route.method] = route
     common = {"master": master, "tokens": master.api_tokens, "max_body": max_body}
     handlers: list[Any] = [(r"/v1/openapi.json", OpenApiHandler),
+                           (r"/v1/events", EventsHandler,
+                            {"tokens": master.api_tokens, "ring": ring, "backlog": backlog}),
                            (WAIT_ROUTE.path, WaitHandler, {**common, "routes": {"GET": WAIT_ROUTE}})]
     # Longer, literal paths first: /v1/jobs/running before /v1/jobs/<jid>.
     for path in sorted(by_path, key=lambda p: (p.count("("), -len(p))):
@@ -298,9 +302,11 @@ class HttpApi:
 
     def __init__(self, master: Master, settings: HttpSettings) -> None:
         self._settings = settings
+        self.ring = EventRing(master.bus, settings.event_ring_seconds, settings.event_ring_events)
         self._server = tornado.httpserver.HTTPServer(
             # The server's own bound is a backstop: the handlers answer 413 past max_body_bytes themselves.
-            application(master, settings.max_body_bytes), max_body_size=settings.max_body_bytes * 2,
+            application(master, settings.max_body_bytes, self.ring, settings.event_backlog),
+            max_body_size=settings.max_body_bytes * 2,
             idle_connection_timeout=settings.header_timeout, body_timeout=settings.body_timeout,
             decompress_request=False)
 
@@ -312,4 +318,5 @@ class HttpApi:
     async def stop(self) -> None:
         """Stop listening and close every connection."""
         self._server.stop()
+        self.ring.close()
         await self._server.close_all_connections()

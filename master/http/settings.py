@@ -15,6 +15,11 @@ MAX_BODY_BYTES = 1 << 20
 HEADER_TIMEOUT_SECONDS = 10.0
 # A body that does not arrive within this is cut off too.
 BODY_TIMEOUT_SECONDS = 30.0
+# /v1/events: how long and how many past events a reconnecting client can ask for (``since``), and how
+# many events may wait for one subscriber before it is cut off as too slow.
+EVENT_RING_SECONDS = 300.0
+EVENT_RING_EVENTS = 200_000
+EVENT_BACKLOG = 10_000
 
 
 class HttpFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -23,6 +28,9 @@ class HttpFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=
     listen: Annotated[str, msgspec.Meta(max_length=300)] = ""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 << 20)] = MAX_BODY_BYTES
     header_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = HEADER_TIMEOUT_SECONDS
+    event_ring_seconds: Annotated[float, msgspec.Meta(gt=0, le=86400)] = EVENT_RING_SECONDS
+    event_ring_events: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = EVENT_RING_EVENTS
+    event_backlog: Annotated[int, msgspec.Meta(ge=10, le=1_000_000)] = EVENT_BACKLOG
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,9 @@ class HttpSettings:
     max_body_bytes: int = MAX_BODY_BYTES
     header_timeout: float = HEADER_TIMEOUT_SECONDS
     body_timeout: float = BODY_TIMEOUT_SECONDS
+    event_ring_seconds: float = EVENT_RING_SECONDS
+    event_ring_events: int = EVENT_RING_EVENTS
+    event_backlog: int = EVENT_BACKLOG
 
     @property
     def url(self) -> str:
@@ -64,4 +75,5 @@ def parse_http(raw: HttpFile, source: str) -> HttpSettings | None:
         raise ConfigError(f"{source}: http.listen {raw.listen!r} is not a loopback address: the API has no TLS "
                           "yet, and its bearer tokens must not cross a network in the clear")
     return HttpSettings(host, int(port_text), max_body_bytes=raw.max_body_bytes,
-                        header_timeout=raw.header_timeout_seconds)
+                        header_timeout=raw.header_timeout_seconds, event_ring_seconds=raw.event_ring_seconds,
+                        event_ring_events=raw.event_ring_events, event_backlog=raw.event_backlog)
