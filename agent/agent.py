@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import time
 
 import zmq.asyncio
 
@@ -92,12 +93,12 @@ class Agent:
                                  owns_lanes=self._owns_lanes)
         self.channel = RequestClient(
             self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,
-            self.trust, cfg.limits, self._on_push,
+            self.trust, cfg.limits, cfg.link, self._on_push,
         )
         self.channel.open()
         self.subscriber = JobSubscriber(
             self._zmq, tcp_endpoint(cfg.master, cfg.publish_port), cfg.agent_id, self.identity, cfg.labels,
-            self.trust, cfg.limits, self.executor.submit, self._reauth.set,
+            self.trust, cfg.limits, cfg.link, self.executor.submit, self._reauth.set,
         )
         tasks = [
             asyncio.create_task(self._auth_loop(), name="auth"),
@@ -210,6 +211,18 @@ class Agent:
         self.subscriber.drop_session()
         self._reauth.set()
 
+    def _check_subscription(self, failures: int, answered_at: float) -> None:
+        """Replace the job subscription if its connection may have died unnoticed while the master was away.
+
+        A master that stopped closed it (the subscription saw that, then connected again); a
+        path that dropped silently did not, and without ZMTP heartbeats (or before they tell)
+        the socket would sit on the dead connection for good, receiving no job ever again.
+        """
+        if self.subscriber.changed_at < answered_at:
+            self.subscriber.reopen(f"the master answered again after {failures} missed heartbeats, but "
+                                   "this subscription's connection is the one from before them: it may be "
+                                   "dead without either end knowing")
+
     async def _tls_loop(self) -> None:
         """Keep libvirt's TLS certificates issued, renewed and the CRL fresh (libvirt_tls: true)."""
         loop = asyncio.get_running_loop()
@@ -223,6 +236,7 @@ class Agent:
 
     async def _heartbeat_loop(self) -> None:
         failures = 0
+        answered_at = time.monotonic()  # the last heartbeat the master answered
         while True:
             await self.accepted.wait()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -244,6 +258,8 @@ class Agent:
                 continue
             if failures:
                 log.info("master answering again after %d missed heartbeats", failures)
+                self._check_subscription(failures, answered_at)
                 failures = 0
+            answered_at = time.monotonic()
             if isinstance(reply, Ack) and reply.key_id != self.subscriber.key_id:
                 self._reauth.set()

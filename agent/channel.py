@@ -24,7 +24,7 @@ from saltmarsh.protocol.errors import MalformedFrame, ProtocolError
 from saltmarsh.protocol.freshness import ReplayGuard
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import REPLY_KINDS, Hello, Message
-from saltmarsh.protocol.transport import harden, reconnect_quickly
+from saltmarsh.protocol.transport import LinkHeartbeat, harden, keep_alive, reconnect_quickly
 
 from .errors import MasterUnavailable
 from .trust import MasterTrust
@@ -45,9 +45,11 @@ class RequestClient:
         agent_id: str,
         trust: MasterTrust,
         limits: Limits,
+        link: LinkHeartbeat,
         on_push: PushHandler,
     ) -> None:
         self._ctx = ctx
+        self._link = link
         self._endpoint = endpoint
         self._identity = identity
         self._agent_id = agent_id
@@ -67,6 +69,7 @@ class RequestClient:
         socket = self._ctx.socket(zmq.DEALER)
         harden(socket, self._limits)
         reconnect_quickly(socket)
+        keep_alive(socket, self._link)  # also tells the master to drop its end of a dead path
         socket.connect(self._endpoint)
         self._socket = socket
         self._receiver = asyncio.create_task(self._receive(socket), name="request-receive")

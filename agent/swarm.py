@@ -32,12 +32,14 @@ from .lanes import JobLanes
 
 log = logging.getLogger(__name__)
 
-# Two sockets per member, plus the context's own; libzmq's default cap is 1,023.
-SOCKETS_PER_MEMBER = 2
+# Four sockets per member (the DEALER, the SUB, and the two ends of the SUB's monitor),
+# plus the context's own; libzmq's default cap is 1,023.
+SOCKETS_PER_MEMBER = 4
 # Every member's connections are file descriptors (two TCP connections and their mailboxes),
 # and so is its spool (agent/spool.py: the SQLite file, its WAL and its shared-memory file),
-# and the lock on its root dir (protocol/statedir.py), held from start-up on.
-FDS_PER_MEMBER = 12
+# and the lock on its root dir (protocol/statedir.py), held from start-up on, and the mailboxes
+# of the SUB's monitor.
+FDS_PER_MEMBER = 14
 
 
 @dataclasses.dataclass(frozen=True)
