@@ -30,6 +30,7 @@ from .spool import Spool
 from .subscriber import JobSubscriber
 from .tls import LibvirtTls, admin_uri_for
 from .trust import MasterTrust
+from .verified import VerifiedFrames
 from .virt.events import DomainEventWatcher, start_event_loop
 from .virt.host import LibvirtHost
 from .virt.images import ImageCache
@@ -49,8 +50,9 @@ class Agent:
         config: AgentConfig,
         zmq_context: zmq.asyncio.Context | None = None,
         job_lanes: JobLanes | None = None,
+        verified: VerifiedFrames | None = None,
     ) -> None:
-        """Load or make the agent's key; a swarm passes the ZeroMQ context and job lanes its agents share."""
+        """Load or make the agent's key; a swarm passes what its members share (context, lanes, verified frames)."""
         self.config = config
         self.identity = Identity.load_or_create(config.key_path)
         pinned = config.master_fingerprint or (fingerprint(config.master_key) if config.master_key else None)
@@ -65,6 +67,7 @@ class Agent:
         self._zmq = zmq_context or zmq.asyncio.Context()
         self._owns_lanes = job_lanes is None
         self._job_lanes = job_lanes or JobLanes(config.worker_threads)
+        self._verified = verified or VerifiedFrames()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, authenticate and serve until ``stop`` is set."""
@@ -98,7 +101,7 @@ class Agent:
         self.channel.open()
         self.subscriber = JobSubscriber(
             self._zmq, tcp_endpoint(cfg.master, cfg.publish_port), cfg.agent_id, self.identity, cfg.labels,
-            self.trust, cfg.limits, cfg.link, self.executor.submit, self._reauth.set,
+            self.trust, cfg.limits, cfg.link, self.executor.submit, self._reauth.set, self._verified,
         )
         tasks = [
             asyncio.create_task(self._auth_loop(), name="auth"),

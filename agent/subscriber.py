@@ -30,7 +30,7 @@ from saltmarsh.pki.keys import Identity, curve_public
 from saltmarsh.protocol.codec import decode
 from saltmarsh.protocol.crypto import PeerCipher, SessionCipher, SessionKey
 from saltmarsh.protocol.daemon import cancel_and_wait
-from saltmarsh.protocol.envelope import Header, parse_outer, verify
+from saltmarsh.protocol.envelope import Header, parse_outer
 from saltmarsh.protocol.errors import MalformedFrame, ProtocolError, UnknownSender, UnknownSessionKey
 from saltmarsh.protocol.freshness import ReplayGuard
 from saltmarsh.protocol.jobseal import PRIVATE_JOB_KIND, job_cipher, unwrap_job_key
@@ -41,6 +41,7 @@ from saltmarsh.protocol.topics import BROADCAST, agent_topic
 from saltmarsh.protocol.transport import LinkHeartbeat, harden, keep_alive, reconnect_quickly
 
 from .trust import MasterTrust
+from .verified import VerifiedFrames
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,9 @@ class JobSubscriber:
         link: LinkHeartbeat,
         on_job: Callable[[Job], None],
         need_key: Callable[[], None],
+        verified: VerifiedFrames,
     ) -> None:
+        self._verified = verified
         self._ctx, self._endpoint, self._link = ctx, endpoint, link
         self._agent_id = agent_id
         self._identity = identity
@@ -199,7 +202,7 @@ class JobSubscriber:
         outer = parse_outer(parts[1], self._limits)
         if self._trust.key is None:
             raise UnknownSender("no master key is trusted yet")
-        header = verify(outer, self._trust.key)
+        header = self._verified.verify(outer, self._trust.key)
         self._guard.check(header.sender, header.ts, header.nonce)
         if len(parts) == 3 or header.kind == PRIVATE_JOB_KIND:
             self._open_private(parts, header, self._trust.key)

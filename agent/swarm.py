@@ -6,8 +6,9 @@ Each member is the ordinary :class:`Agent` built from the same ``agent.yaml``,
 with its own id (``<id>-<number>``), root dir (``<root_dir>/<member id>``),
 Ed25519 key, request and publish connections, heartbeats, outboxes and libvirt
 connection. They differ from N separate processes only in what a process
-holds once: the event loop, the ZeroMQ context (one I/O thread instead of N)
-and the job worker lanes. bench/swarm.py runs 1,000 agents this way in a few
+holds once: the event loop, the ZeroMQ context (one I/O thread instead of N),
+the job worker lanes, and the check of each job frame's signature (the same bytes
+reach every member; agent/verified.py). bench/swarm.py runs 1,000 agents this way in a few
 processes on a 2-core machine; nothing else should need it.
 """
 
@@ -29,6 +30,7 @@ from .agent import Agent
 from .config import AgentConfig
 from .daemon import SPEC
 from .lanes import JobLanes
+from .verified import VerifiedFrames
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,8 @@ class Swarm:
         self._zmq = zmq.asyncio.Context()
         self._zmq.set(zmq.MAX_SOCKETS, len(self.configs) * SOCKETS_PER_MEMBER + 64)
         self._lanes = JobLanes(max(c.worker_threads for c in self.configs))
-        self.agents = [Agent(config, self._zmq, self._lanes) for config in self.configs]
+        verified = VerifiedFrames()  # each job frame's signature checked once for all the members
+        self.agents = [Agent(config, self._zmq, self._lanes, verified) for config in self.configs]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every member until ``stop`` is set, then stop them all."""
