@@ -62,6 +62,9 @@ class RequestClient:
         self._pending: dict[bytes, asyncio.Future[Message]] = {}
         self._socket: zmq.asyncio.Socket | None = None
         self._receiver: asyncio.Task[None] | None = None
+        # The heartbeat and the hello may both find the master gone at once: one reset at a time,
+        # or the second would close the socket the first just opened and orphan its receiver.
+        self._resetting = asyncio.Lock()
         self.rejected = 0
 
     def open(self) -> None:
@@ -75,9 +78,18 @@ class RequestClient:
         self._receiver = asyncio.create_task(self._receive(socket), name="request-receive")
 
     async def reset(self) -> None:
-        """Close and reopen the socket (the master stopped answering)."""
-        await self.close()
-        self.open()
+        """Close and reopen the socket (the master stopped answering).
+
+        If no new socket can be had (libzmq's socket or file limit), the channel stays closed:
+        the next request fails with MasterUnavailable and its caller resets again later. Raised
+        from here, the error would end the caller's task, and the agent would never talk again.
+        """
+        async with self._resetting:
+            await self.close()
+            try:
+                self.open()
+            except zmq.ZMQError as exc:
+                log.error("cannot open the request channel to %s (%s); retrying later", self._endpoint, exc)
 
     async def close(self) -> None:
         """Stop receiving, fail pending requests, close the socket."""

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 HELD_FRAMES = 64
 WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+REOPEN_RETRY_SECONDS = 1.0
 
 
 class JobSubscriber:
@@ -131,7 +132,8 @@ class JobSubscriber:
         self._close()
 
     def _close(self) -> None:
-        self._socket.disable_monitor()
+        if not self._socket.closed:  # closed already if no new socket could be had (_connect_again)
+            self._socket.disable_monitor()
         self._monitor.close(linger=0)
         self._socket.close(linger=0)
 
@@ -154,8 +156,18 @@ class JobSubscriber:
                 task.result()  # a receive task that failed ends serve with its error
             self._reopen.clear()
             self._close()
-            self._socket, self._monitor = self._connect()
+            self._socket, self._monitor = await self._connect_again()
             self.reopened += 1
+
+    async def _connect_again(self) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+        # Failing here (libzmq's socket or file limit) must not end serve: the agent would be deaf.
+        while True:
+            try:
+                return self._connect()
+            except zmq.ZMQError as exc:
+                log.error("cannot open a job subscription to %s (%s); retrying in %g s",
+                          self._endpoint, exc, REOPEN_RETRY_SECONDS)
+                await asyncio.sleep(REOPEN_RETRY_SECONDS)
 
     async def _receive_on(self, socket: zmq.asyncio.Socket) -> None:
         while True:

@@ -75,7 +75,9 @@ class Swarm:
         self.configs = member_configs(base, spec)
         raise_open_files_limit(len(self.configs) * FDS_PER_MEMBER)
         self._zmq = zmq.asyncio.Context()
-        self._zmq.set(zmq.MAX_SOCKETS, len(self.configs) * SOCKETS_PER_MEMBER + 64)
+        # Twice the members' sockets: a socket closed by a reset (agent/channel.py) keeps its slot
+        # until libzmq's reaper frees it, and when the master is slow many members reset at once.
+        self._zmq.set(zmq.MAX_SOCKETS, 2 * len(self.configs) * SOCKETS_PER_MEMBER + 64)
         self._lanes = JobLanes(max(c.worker_threads for c in self.configs))
         verified = VerifiedFrames()  # each job frame's signature checked once for all the members
         self.agents = [Agent(config, self._zmq, self._lanes, verified) for config in self.configs]

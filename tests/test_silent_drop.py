@@ -39,10 +39,10 @@ class BlackholeProxy:
     def _accept(self) -> None:
         with contextlib.suppress(OSError):  # the server socket closed: the test is over
             while True:
-                # While blackholed, connections wait in the kernel's backlog: the client's handshake
-                # gets no answer, the way a SYN into a dead path does, until the path heals.
-                self._open.wait()
                 client, _ = self._server.accept()
+                # While blackholed, a new connection gets no answer (its handshake waits unread),
+                # the way a SYN into a dead path does, until the path heals.
+                self._open.wait()
                 upstream = socket.create_connection(("127.0.0.1", self._upstream))
                 alive = threading.Event()
                 alive.set()
