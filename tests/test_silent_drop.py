@@ -134,3 +134,25 @@ def test_agent_receives_jobs_again_after_a_silent_drop(tmp_path: Path, case: str
             print(f"\n{case}: path dead for {healed - cut:.1f} s; a job answered {back:.1f} s after it healed")
     finally:
         cluster.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_master_restart_is_seen_as_a_close_and_needs_no_new_subscription(tmp_path: Path) -> None:
+    # The master closes its end when it stops: the subscription sees that and reconnects by itself,
+    # so the agent, finding the master back, has no reason to replace it (nor a fleet 1,000 sockets).
+    cluster = Cluster(tmp_path)
+    cluster.start_master()
+    try:
+        daemon = cluster.start_agent("hv1", link_heartbeat_seconds=0.0)
+        cluster.accept("hv1")
+        cluster.master.stop()
+        wait_until(lambda: "master stopped answering heartbeats" in daemon.log(), timeout=30,
+                   what="the agent to miss the master's heartbeats")
+        cluster.start_master()
+        wait_until(lambda: "master answering again" in daemon.log(), timeout=30, what="the master back")
+        wait_until(lambda: answers(cluster, "hv1"), timeout=HEAL_BOUND, interval=0.2, what="a job answered")
+        log = daemon.log()
+        assert "job subscription to" in log and "lost (the master closed it); reconnecting" in log, log[-3000:]
+        assert "opening a new job subscription" not in log, log[-3000:]
+    finally:
+        cluster.stop()
