@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import time
 
 import zmq.asyncio
 
@@ -29,6 +30,7 @@ from .spool import Spool
 from .subscriber import JobSubscriber
 from .tls import LibvirtTls, admin_uri_for
 from .trust import MasterTrust
+from .verified import VerifiedFrames
 from .virt.events import DomainEventWatcher, start_event_loop
 from .virt.host import LibvirtHost
 from .virt.images import ImageCache
@@ -48,8 +50,9 @@ class Agent:
         config: AgentConfig,
         zmq_context: zmq.asyncio.Context | None = None,
         job_lanes: JobLanes | None = None,
+        verified: VerifiedFrames | None = None,
     ) -> None:
-        """Load or make the agent's key; a swarm passes the ZeroMQ context and job lanes its agents share."""
+        """Load or make the agent's key; a swarm passes what its members share (context, lanes, verified frames)."""
         self.config = config
         self.identity = Identity.load_or_create(config.key_path)
         pinned = config.master_fingerprint or (fingerprint(config.master_key) if config.master_key else None)
@@ -64,6 +67,7 @@ class Agent:
         self._zmq = zmq_context or zmq.asyncio.Context()
         self._owns_lanes = job_lanes is None
         self._job_lanes = job_lanes or JobLanes(config.worker_threads)
+        self._verified = verified or VerifiedFrames()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, authenticate and serve until ``stop`` is set."""
@@ -92,12 +96,12 @@ class Agent:
                                  owns_lanes=self._owns_lanes)
         self.channel = RequestClient(
             self._zmq, tcp_endpoint(cfg.master, cfg.request_port), self.identity, cfg.agent_id,
-            self.trust, cfg.limits, self._on_push,
+            self.trust, cfg.limits, cfg.link, self._on_push,
         )
         self.channel.open()
         self.subscriber = JobSubscriber(
             self._zmq, tcp_endpoint(cfg.master, cfg.publish_port), cfg.agent_id, self.identity, cfg.labels,
-            self.trust, cfg.limits, self.executor.submit, self._reauth.set,
+            self.trust, cfg.limits, cfg.link, self.executor.submit, self._reauth.set, self._verified,
         )
         tasks = [
             asyncio.create_task(self._auth_loop(), name="auth"),
@@ -210,6 +214,18 @@ class Agent:
         self.subscriber.drop_session()
         self._reauth.set()
 
+    def _check_subscription(self, failures: int, answered_at: float) -> None:
+        """Replace the job subscription if its connection may have died unnoticed while the master was away.
+
+        A master that stopped closed it (the subscription saw that, then connected again); a
+        path that dropped silently did not, and without ZMTP heartbeats (or before they tell)
+        the socket would sit on the dead connection for good, receiving no job ever again.
+        """
+        if self.subscriber.changed_at < answered_at:
+            self.subscriber.reopen(f"the master answered again after {failures} missed heartbeats, but "
+                                   "this subscription's connection is the one from before them: it may be "
+                                   "dead without either end knowing")
+
     async def _tls_loop(self) -> None:
         """Keep libvirt's TLS certificates issued, renewed and the CRL fresh (libvirt_tls: true)."""
         loop = asyncio.get_running_loop()
@@ -223,6 +239,7 @@ class Agent:
 
     async def _heartbeat_loop(self) -> None:
         failures = 0
+        answered_at = time.monotonic()  # the last heartbeat the master answered
         while True:
             await self.accepted.wait()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -244,6 +261,8 @@ class Agent:
                 continue
             if failures:
                 log.info("master answering again after %d missed heartbeats", failures)
+                self._check_subscription(failures, answered_at)
                 failures = 0
+            answered_at = time.monotonic()
             if isinstance(reply, Ack) and reply.key_id != self.subscriber.key_id:
                 self._reauth.set()

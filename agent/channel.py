@@ -24,7 +24,7 @@ from saltmarsh.protocol.errors import MalformedFrame, ProtocolError
 from saltmarsh.protocol.freshness import ReplayGuard
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import REPLY_KINDS, Hello, Message
-from saltmarsh.protocol.transport import harden, reconnect_quickly
+from saltmarsh.protocol.transport import LinkHeartbeat, harden, keep_alive, reconnect_quickly
 
 from .errors import MasterUnavailable
 from .trust import MasterTrust
@@ -45,9 +45,11 @@ class RequestClient:
         agent_id: str,
         trust: MasterTrust,
         limits: Limits,
+        link: LinkHeartbeat,
         on_push: PushHandler,
     ) -> None:
         self._ctx = ctx
+        self._link = link
         self._endpoint = endpoint
         self._identity = identity
         self._agent_id = agent_id
@@ -60,6 +62,9 @@ class RequestClient:
         self._pending: dict[bytes, asyncio.Future[Message]] = {}
         self._socket: zmq.asyncio.Socket | None = None
         self._receiver: asyncio.Task[None] | None = None
+        # The heartbeat and the hello may both find the master gone at once: one reset at a time,
+        # or the second would close the socket the first just opened and orphan its receiver.
+        self._resetting = asyncio.Lock()
         self.rejected = 0
 
     def open(self) -> None:
@@ -67,14 +72,24 @@ class RequestClient:
         socket = self._ctx.socket(zmq.DEALER)
         harden(socket, self._limits)
         reconnect_quickly(socket)
+        keep_alive(socket, self._link)  # also tells the master to drop its end of a dead path
         socket.connect(self._endpoint)
         self._socket = socket
         self._receiver = asyncio.create_task(self._receive(socket), name="request-receive")
 
     async def reset(self) -> None:
-        """Close and reopen the socket (the master stopped answering)."""
-        await self.close()
-        self.open()
+        """Close and reopen the socket (the master stopped answering).
+
+        If no new socket can be had (libzmq's socket or file limit), the channel stays closed:
+        the next request fails with MasterUnavailable and its caller resets again later. Raised
+        from here, the error would end the caller's task, and the agent would never talk again.
+        """
+        async with self._resetting:
+            await self.close()
+            try:
+                self.open()
+            except zmq.ZMQError as exc:
+                log.error("cannot open the request channel to %s (%s); retrying later", self._endpoint, exc)
 
     async def close(self) -> None:
         """Stop receiving, fail pending requests, close the socket."""

@@ -6,13 +6,21 @@ topic sealed with the session key; a frame sealed with a newer session key
 is kept (a few) while the agent fetches that key, then processed, so a
 rotation loses no job. Any other job comes on this agent's own topic with
 its job key wrapped for this agent alone (protocol/jobseal.py).
+
+The socket is idle between jobs, so a path that dropped without a FIN or RST would leave
+it on a dead connection for good: ZMTP heartbeats find that (protocol/transport.py), a
+monitor logs each connection lost and made again, and ``reopen`` replaces the socket when
+the request channel finds the master back while this one never saw its connection drop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import functools
 import logging
+import struct
+import time
 from collections.abc import Callable
 
 import zmq
@@ -21,7 +29,8 @@ import zmq.asyncio
 from saltmarsh.pki.keys import Identity, curve_public
 from saltmarsh.protocol.codec import decode
 from saltmarsh.protocol.crypto import PeerCipher, SessionCipher, SessionKey
-from saltmarsh.protocol.envelope import Header, parse_outer, verify
+from saltmarsh.protocol.daemon import cancel_and_wait
+from saltmarsh.protocol.envelope import Header, parse_outer
 from saltmarsh.protocol.errors import MalformedFrame, ProtocolError, UnknownSender, UnknownSessionKey
 from saltmarsh.protocol.freshness import ReplayGuard
 from saltmarsh.protocol.jobseal import PRIVATE_JOB_KIND, job_cipher, unwrap_job_key
@@ -29,13 +38,16 @@ from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import Job
 from saltmarsh.protocol.targeting import matches
 from saltmarsh.protocol.topics import BROADCAST, agent_topic
-from saltmarsh.protocol.transport import harden, reconnect_quickly
+from saltmarsh.protocol.transport import LinkHeartbeat, harden, keep_alive, reconnect_quickly
 
 from .trust import MasterTrust
+from .verified import VerifiedFrames
 
 log = logging.getLogger(__name__)
 
 HELD_FRAMES = 64
+WATCHED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+REOPEN_RETRY_SECONDS = 1.0
 
 
 class JobSubscriber:
@@ -50,9 +62,13 @@ class JobSubscriber:
         labels: dict[str, str],
         trust: MasterTrust,
         limits: Limits,
+        link: LinkHeartbeat,
         on_job: Callable[[Job], None],
         need_key: Callable[[], None],
+        verified: VerifiedFrames,
     ) -> None:
+        self._verified = verified
+        self._ctx, self._endpoint, self._link = ctx, endpoint, link
         self._agent_id = agent_id
         self._identity = identity
         self._topic = agent_topic(agent_id)
@@ -66,13 +82,25 @@ class JobSubscriber:
         self._session: SessionKey | None = None
         self._cipher: SessionCipher | None = None
         self._held: collections.deque[Header] = collections.deque(maxlen=HELD_FRAMES)
-        self._socket = ctx.socket(zmq.SUB)
-        harden(self._socket, limits)
-        reconnect_quickly(self._socket)
-        self._socket.setsockopt(zmq.SUBSCRIBE, BROADCAST)
-        self._socket.setsockopt(zmq.SUBSCRIBE, self._topic)
-        self._socket.connect(endpoint)
+        self._reopen = asyncio.Event()
+        self._socket, self._monitor = self._connect()
         self.rejected = 0
+        # time.monotonic() of the last handshake with the master on this socket (0: none yet),
+        # and of the last connection made or lost.
+        self.connected_at = 0.0
+        self.changed_at = 0.0
+        self.reopened = 0
+
+    def _connect(self) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+        socket = self._ctx.socket(zmq.SUB)
+        harden(socket, self._limits)
+        reconnect_quickly(socket)
+        keep_alive(socket, self._link)
+        socket.setsockopt(zmq.SUBSCRIBE, BROADCAST)
+        socket.setsockopt(zmq.SUBSCRIBE, self._topic)
+        monitor = socket.get_monitor_socket(WATCHED)
+        socket.connect(self._endpoint)
+        return socket, monitor
 
     @property
     def key_id(self) -> bytes:
@@ -101,13 +129,72 @@ class JobSubscriber:
 
     def close(self) -> None:
         """Close the socket."""
+        self._close()
+
+    def _close(self) -> None:
+        if not self._socket.closed:  # closed already if no new socket could be had (_connect_again)
+            self._socket.disable_monitor()
+        self._monitor.close(linger=0)
         self._socket.close(linger=0)
 
+    def reopen(self, reason: str) -> None:
+        """Replace the socket (and its connection) with a new one; ``reason`` is logged."""
+        log.warning("opening a new job subscription to %s: %s", self._endpoint, reason)
+        self._reopen.set()
+
     async def serve(self) -> None:
-        """Receive job frames until cancelled."""
+        """Receive job frames until cancelled, on a new socket each time ``reopen`` asks for one."""
         while True:
-            parts = await self._socket.recv_multipart()
+            tasks = [asyncio.create_task(self._receive_on(self._socket), name="jobs-receive"),
+                     asyncio.create_task(self._watch(self._monitor), name="jobs-monitor"),
+                     asyncio.create_task(self._reopen.wait(), name="jobs-reopen")]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                await cancel_and_wait(tasks)
+            for task in done:
+                task.result()  # a receive task that failed ends serve with its error
+            self._reopen.clear()
+            self._close()
+            self._socket, self._monitor = await self._connect_again()
+            self.reopened += 1
+
+    async def _connect_again(self) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+        # Failing here (libzmq's socket or file limit) must not end serve: the agent would be deaf.
+        while True:
+            try:
+                return self._connect()
+            except zmq.ZMQError as exc:
+                log.error("cannot open a job subscription to %s (%s); retrying in %g s",
+                          self._endpoint, exc, REOPEN_RETRY_SECONDS)
+                await asyncio.sleep(REOPEN_RETRY_SECONDS)
+
+    async def _receive_on(self, socket: zmq.asyncio.Socket) -> None:
+        while True:
+            parts = await socket.recv_multipart()
             self._guarded(functools.partial(self._receive, parts))
+
+    async def _watch(self, monitor: zmq.asyncio.Socket) -> None:
+        """Log each connection to the master lost and made again (libzmq reconnects by itself)."""
+        lost = False
+        while True:
+            # A monitor message: (event: uint16, value: int32) then the endpoint, as libzmq sends it.
+            frames = await monitor.recv_multipart()
+            event, _value = struct.unpack("=hi", frames[0][:6])
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.connected_at = time.monotonic()
+                if lost:
+                    log.info("job subscription to %s connected again", self._endpoint)
+                lost = False
+            elif event == zmq.EVENT_DISCONNECTED and not lost:
+                lost = True
+                log.warning("job subscription to %s lost (%s); reconnecting", self._endpoint, self._why_lost())
+            self.changed_at = time.monotonic()
+
+    def _why_lost(self) -> str:
+        if self._link.interval <= 0:
+            return "the master closed it"
+        return f"the master closed it, or nothing came back within {self._link.timeout:g} s of a heartbeat"
 
     def _guarded(self, step: Callable[[], None]) -> None:
         try:
@@ -127,7 +214,7 @@ class JobSubscriber:
         outer = parse_outer(parts[1], self._limits)
         if self._trust.key is None:
             raise UnknownSender("no master key is trusted yet")
-        header = verify(outer, self._trust.key)
+        header = self._verified.verify(outer, self._trust.key)
         self._guard.check(header.sender, header.ts, header.nonce)
         if len(parts) == 3 or header.kind == PRIVATE_JOB_KIND:
             self._open_private(parts, header, self._trust.key)

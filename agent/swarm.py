@@ -6,8 +6,9 @@ Each member is the ordinary :class:`Agent` built from the same ``agent.yaml``,
 with its own id (``<id>-<number>``), root dir (``<root_dir>/<member id>``),
 Ed25519 key, request and publish connections, heartbeats, outboxes and libvirt
 connection. They differ from N separate processes only in what a process
-holds once: the event loop, the ZeroMQ context (one I/O thread instead of N)
-and the job worker lanes. bench/swarm.py runs 1,000 agents this way in a few
+holds once: the event loop, the ZeroMQ context (one I/O thread instead of N),
+the job worker lanes, and the check of each job frame's signature (the same bytes
+reach every member; agent/verified.py). bench/swarm.py runs 1,000 agents this way in a few
 processes on a 2-core machine; nothing else should need it.
 """
 
@@ -29,15 +30,18 @@ from .agent import Agent
 from .config import AgentConfig
 from .daemon import SPEC
 from .lanes import JobLanes
+from .verified import VerifiedFrames
 
 log = logging.getLogger(__name__)
 
-# Two sockets per member, plus the context's own; libzmq's default cap is 1,023.
-SOCKETS_PER_MEMBER = 2
+# Four sockets per member (the DEALER, the SUB, and the two ends of the SUB's monitor),
+# plus the context's own; libzmq's default cap is 1,023.
+SOCKETS_PER_MEMBER = 4
 # Every member's connections are file descriptors (two TCP connections and their mailboxes),
 # and so is its spool (agent/spool.py: the SQLite file, its WAL and its shared-memory file),
-# and the lock on its root dir (protocol/statedir.py), held from start-up on.
-FDS_PER_MEMBER = 12
+# and the lock on its root dir (protocol/statedir.py), held from start-up on, and the mailboxes
+# of the SUB's monitor.
+FDS_PER_MEMBER = 14
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +75,12 @@ class Swarm:
         self.configs = member_configs(base, spec)
         raise_open_files_limit(len(self.configs) * FDS_PER_MEMBER)
         self._zmq = zmq.asyncio.Context()
-        self._zmq.set(zmq.MAX_SOCKETS, len(self.configs) * SOCKETS_PER_MEMBER + 64)
+        # Twice the members' sockets: a socket closed by a reset (agent/channel.py) keeps its slot
+        # until libzmq's reaper frees it, and when the master is slow many members reset at once.
+        self._zmq.set(zmq.MAX_SOCKETS, 2 * len(self.configs) * SOCKETS_PER_MEMBER + 64)
         self._lanes = JobLanes(max(c.worker_threads for c in self.configs))
-        self.agents = [Agent(config, self._zmq, self._lanes) for config in self.configs]
+        verified = VerifiedFrames()  # each job frame's signature checked once for all the members
+        self.agents = [Agent(config, self._zmq, self._lanes, verified) for config in self.configs]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every member until ``stop`` is set, then stop them all."""

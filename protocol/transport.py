@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
@@ -32,6 +33,37 @@ def reconnect_quickly(socket: zmq.Socket[Any]) -> None:
     """Set the agent sockets' reconnect back-off (first retry 0.2 s, then at most every 2 s)."""
     socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
     socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+
+
+@dataclass(frozen=True)
+class LinkHeartbeat:
+    """ZMTP heartbeats on one socket's TCP connections (libzmq's PING/PONG, below our messages).
+
+    A connection whose path drops silently (a guest's user-mode NIC migrated, a NAT forgot it:
+    no FIN or RST ever comes) looks alive to TCP forever on an idle socket; the agent's job SUB
+    is idle between jobs. With ``interval`` > 0 the socket sends a PING that often and closes
+    the connection (then reconnects) when nothing at all arrives within ``timeout`` of one; the
+    PING tells the peer to drop its end too after ``timeout`` without traffic (ZMQ_HEARTBEAT_TTL),
+    so the master needs no timers of its own for the agents' connections. A connect that gets no
+    answer at all is given up after ``timeout`` as well, rather than the kernel's two minutes of
+    SYN retries, and so is a handshake (libzmq's default waits 30 s). The defaults are in each
+    daemon's config (agent/config.py).
+    """
+
+    interval: float  # seconds; 0 turns heartbeats off
+    timeout: float
+
+
+def keep_alive(socket: zmq.Socket[Any], heartbeat: LinkHeartbeat) -> None:
+    """Apply ``heartbeat`` to ``socket`` (before it connects)."""
+    if heartbeat.interval <= 0:
+        return
+    timeout_ms = int(heartbeat.timeout * 1000)
+    socket.setsockopt(zmq.HEARTBEAT_IVL, int(heartbeat.interval * 1000))
+    socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, timeout_ms)
+    socket.setsockopt(zmq.HEARTBEAT_TTL, timeout_ms)
+    socket.setsockopt(zmq.CONNECT_TIMEOUT, timeout_ms)
+    socket.setsockopt(zmq.HANDSHAKE_IVL, timeout_ms)  # heartbeats start only once the handshake is done
 
 
 def tcp_endpoint(host: str, port: int) -> str:
