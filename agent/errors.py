@@ -11,6 +11,7 @@
         ├── VmConflict         a VM of that name already exists
         ├── InvalidSpec        a VM spec that does not validate
         ├── StateError         a setup state could not be read or applied (the command, its message)
+        │   └── RolledBack     a network change was undone: the agent did not reach the master again in time
         └── HelperUnavailable  the privileged setup helper is not there, refused us, or broke off
 
 Config errors are saltmarsh.protocol.errors.ConfigError; protocol errors are
@@ -66,6 +67,10 @@ class InvalidSpec(FunctionError):
 
 class StateError(FunctionError):
     """Raised when a setup state cannot be read or applied: what was tried and why it did not work."""
+
+
+class RolledBack(StateError):
+    """Raised when a guarded network change was applied and then undone (its old config restored)."""
 
 
 class HelperUnavailable(FunctionError):

@@ -298,3 +298,55 @@ def container(work: Path, name: str, parts: Parts, files: dict[str, str]) -> Ite
 def yaml_file(data: dict[str, Any]) -> str:
     """A config file's text."""
     return yaml.safe_dump(data, sort_keys=True)
+
+
+class Uplink:
+    """A network namespace of its own for the test's master, joined to a container's by a veth pair.
+
+    The container's end is ``device`` (its address set by the container's own network config), the
+    master's end holds ``master_cidr``: the agent then reaches the master through a real device
+    that a bridge state can move, and a wrong address on it really cuts the agent off. Both
+    namespaces are the test's own; ``close()`` deletes this one (the veth goes with it).
+    """
+
+    def __init__(self, name: str, box: Container, device: str, master_cidr: str) -> None:
+        self.netns = name
+        self.box = box
+        self.device = device
+        self.master_cidr = master_cidr
+        self._made = False
+
+    @property
+    def master_ip(self) -> str:
+        """The master's address on the link."""
+        return self.master_cidr.split("/")[0]
+
+    def make(self) -> None:
+        """The namespace, the veth pair, and the master's end addressed and up (call after box.create)."""
+        run(["ip", "netns", "add", self.netns], timeout=30)
+        self._made = True
+        run(["ip", "-n", self.netns, "link", "set", "lo", "up"], timeout=30)
+        peer = f"{self.device}-m"
+        run(["ip", "-n", self.box.netns, "link", "add", self.device, "type", "veth", "peer", "name", peer,
+             "netns", self.netns], timeout=30)
+        run(["ip", "-n", self.netns, "addr", "add", self.master_cidr, "dev", peer], timeout=30)
+        run(["ip", "-n", self.netns, "link", "set", peer, "up"], timeout=30)
+
+    def argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run in the master's namespace."""
+        return ["ip", "netns", "exec", self.netns, *argv]
+
+    def close(self) -> None:
+        """Kill what runs in the namespace (only the test's master) and delete it."""
+        if not self._made:
+            return
+        for pid in run(["ip", "netns", "pids", self.netns], timeout=30, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        run(["ip", "netns", "delete", self.netns], timeout=30, check=False)
+        self._made = False
+
+
+def networkd_file(device: str, cidr: str) -> dict[str, str]:
+    """The operator's own networkd file giving ``device`` the address ``cidr`` (enable networkd after boot)."""
+    return {"/etc/systemd/network/20-uplink.network": f"[Match]\nName={device}\n\n[Network]\nAddress={cidr}\n"}

@@ -32,7 +32,8 @@ from .cluster import BIN, Cluster, Daemon, wait_until
 def profiles(root: Path) -> dict[str, Any]:
     files = [{"kind": "file", "name": f"conf-{n}", "path": str(root / f"conf-{n}"), "content": f"value {n}\n",
               "mode": 0o640} for n in (1, 2)]
-    nothing: dict[str, Any] = {"packages": {"debian": [], "redhat": []}, "groups": {}, "sysctls": {}, "services": []}
+    nothing: dict[str, Any] = {"packages": {"debian": [], "redhat": []}, "groups": {}, "sysctls": {}, "services": [],
+                              "bridge": None}
     broken = {"kind": "file", "name": "broken", "path": str(root / "no-dir" / "f"), "content": "x"}
     return {"by_label": [{"labels": {"role": "lab"}, "profile": "lab"}],
             "profiles": {"lab": {**nothing, "states": files},
@@ -158,7 +159,8 @@ def test_the_helper_refuses_other_uids_and_malformed_requests(lab: tuple[Cluster
 def test_host_profiles_are_checked_when_the_config_is_read(tmp_path: Path) -> None:
     default = load_master_config(tmp_path).host.profiles["default"]
     assert [s.name for s in default] == ["pkg-debian", "pkg-redhat", "group-libvirt-saltmarsh",
-                                         "sysctl-net.ipv4.ip_forward", "service-libvirtd.service"]
+                                         "sysctl-net.ipv4.ip_forward", "bridge-br0", "service-libvirtd.service"]
+    assert (default[4].bridge, default[4].device, default[4].rollback_seconds) == ("br0", "eth0", 60.0)
     assert default[0].packages == ["libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils"]
     assert default[1].packages == ["libvirt", "qemu-kvm", "qemu-img"]
     assert default[-1].watch == ["pkg-debian", "pkg-redhat"]
@@ -166,6 +168,8 @@ def test_host_profiles_are_checked_when_the_config_is_read(tmp_path: Path) -> No
                         ({"profiles": {"p": {"states": [{"kind": "shell", "name": "x"}]}}}, "Invalid value 'shell'"),
                         ({"profiles": {"p": {"packages": {"debian": ["-y"]}}}}, "matching regex"),
                         ({"profiles": {"p": {"sysctls": {"x": "1"}}}}, "matching regex"),
+                        ({"profiles": {"p": {"bridge": {"device": "-rf"}}}}, "matching regex"),
+                        ({"profiles": {"p": {"bridge": {"rollback_seconds": 0}}}}, "Expected `float` >"),
                         ({"profiles": {"p": {"states": [{"kind": "file", "name": "pkg-debian", "path": "/x",
                                                           "content": ""}]}}}, "two states named pkg-debian")):
         (tmp_path / "master.yaml").write_text(yaml.safe_dump({"host": host}))

@@ -2,10 +2,13 @@
 
 The job itself runs in the agent, unprivileged: it checks the request, hands it to the helper
 (agent/states/helper.py) and fires ``saltmarsh/host/<id>/setup/<state>`` as each result comes.
+It tells the helper the master's address, so that a bridge that moves the route to it is
+guarded, and answers the helper's question after such a change by reaching the master again.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import msgspec
@@ -22,7 +25,8 @@ from . import FunctionContext, function
 def setup(ctx: FunctionContext, states: list[Any], dry_run: bool = False) -> dict[str, Any]:
     """Apply ``states`` in order (``dry_run``: report what would change, change nothing); each state's result."""
     try:
-        request = msgspec.convert({"states": states, "dry_run": dry_run}, SetupRequest)
+        request = msgspec.convert({"states": states, "dry_run": dry_run, "master_ip": master_ip(ctx.master.host)},
+                                  SetupRequest)
     except msgspec.ValidationError as exc:
         raise FunctionError(f"host.setup: invalid states: {exc}") from exc
     results: list[dict[str, Any]] = []
@@ -32,7 +36,15 @@ def setup(ctx: FunctionContext, states: list[Any], dry_run: bool = False) -> dic
         results.append(data)
         ctx.fire_event(host_setup_tag(ctx.agent_id, result.name), data)
 
-    done = run_via_helper(ctx.setup_socket, request, on_result)
+    done = run_via_helper(ctx.setup_socket, request, on_result, lambda _state, seconds: ctx.reach_master(seconds))
     if done.error:
         raise StateError(done.error)
     return {"os_family": done.os_family, "dry_run": dry_run, "results": results}
+
+
+def master_ip(host: str) -> str:
+    """The master's address as this host reaches it ("" if it does not resolve: then no change is guarded)."""
+    try:
+        return str(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0])
+    except (OSError, IndexError):
+        return ""

@@ -1,7 +1,9 @@
 """The setup helper's socket protocol: length-prefixed msgpack frames over a Unix stream socket.
 
 The agent sends one SetupRequest; the helper answers with a HelperReply per state as each is
-done (so progress streams as the run goes), then one holding SetupDone, and closes. Frames are
+done (so progress streams as the run goes), then one holding SetupDone, and closes. A guarded
+network change asks in between (``confirm``) whether the agent reaches the master again; the
+agent answers with a Confirmed frame once it did (and not at all if it does not). Frames are
 bounded both ways and decoded strictly (protocol/codec.py): the helper runs as root and reads
 nothing it has not checked.
 """
@@ -22,10 +24,24 @@ SETUP_SOCKET = "/run/saltmarsh-setup/setup.sock"
 MAX_FRAME = 2 * 1024 * 1024  # a request of 256 states with their files' contents fits with room
 
 
+class ConfirmAsk(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Helper -> agent: state ``state`` changed the network; answer Confirmed within ``seconds`` or it is undone."""
+
+    state: str
+    seconds: float
+
+
+class Confirmed(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Agent -> helper, during a run: the agent reached the master again after ``state`` was applied."""
+
+    state: str
+
+
 class HelperReply(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Helper -> agent: one state's result, or (``done``) the end of the run."""
+    """Helper -> agent: one state's result, a question (``confirm``), or (``done``) the end of the run."""
 
     result: StateResult | None = None
+    confirm: ConfirmAsk | None = None
     done: SetupDone | None = None
 
 

@@ -53,6 +53,7 @@ LAB_PROFILE: dict[str, Any] = {
         {"kind": "file", "name": "lab-unit", "path": UNIT_FILE, "content": LAB_UNIT},
     ],
     "services": ["saltmarsh-lab.service"],
+    "bridge": None,  # tests/integration/test_bridge_container.py gives its container a device to bridge
 }
 BROKEN_PROFILE: dict[str, Any] = {
     **LAB_PROFILE,
