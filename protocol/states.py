@@ -114,8 +114,6 @@ class SetupRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
 
     states: StateList
     dry_run: bool = False
-    # The master's IP address as the agent reaches it: a bridge change that moves the route to it is guarded.
-    master_ip: Annotated[str, msgspec.Meta(max_length=45)] = ""
 
 
 class Change(msgspec.Struct, forbid_unknown_fields=True, frozen=True, array_like=True):

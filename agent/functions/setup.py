@@ -1,6 +1,7 @@
 """``host.setup``: bring this host to the states the master sends, through the privileged setup helper.
 
-The job itself runs in the agent, unprivileged: it checks the request, hands it to the helper
+The job itself runs in the agent, unprivileged: it checks the request, hands the job as the
+master signed it (ctx.job_proof) to the helper
 (agent/states/helper.py) and fires ``saltmarsh/host/<id>/setup/<state>`` as each result comes.
 It tells the helper the master's address, so that a bridge that moves the route to it is
 guarded, and answers the helper's question after such a change by reaching the master again.
@@ -18,17 +19,20 @@ from saltmarsh.protocol.states import SetupRequest, StateResult, host_setup_tag
 
 from ..errors import FunctionError, StateError
 from ..states.client import run_via_helper
+from ..states.wire import HelperRequest
 from . import FunctionContext, function
 
 
-@function("host.setup")
+@function("host.setup", proven=True)
 def setup(ctx: FunctionContext, states: list[Any], dry_run: bool = False) -> dict[str, Any]:
     """Apply ``states`` in order (``dry_run``: report what would change, change nothing); each state's result."""
     try:
-        request = msgspec.convert({"states": states, "dry_run": dry_run, "master_ip": master_ip(ctx.master.host)},
-                                  SetupRequest)
+        msgspec.convert({"states": states, "dry_run": dry_run}, SetupRequest)  # a clear error before the helper
     except msgspec.ValidationError as exc:
         raise FunctionError(f"host.setup: invalid states: {exc}") from exc
+    if ctx.job_proof is None:
+        raise FunctionError("host.setup runs only as a job the master signed (the helper checks it)")
+    request = HelperRequest(proof=ctx.job_proof, master_ip=master_ip(ctx.master.host))
     results: list[dict[str, Any]] = []
 
     def on_result(result: StateResult) -> None:

@@ -1,4 +1,4 @@
-"""The agent's side of the setup helper: send a SetupRequest, get each state's result as it is done."""
+"""The agent's side of the setup helper: send the signed job (HelperRequest), get each state's result as it is done."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.errors import MalformedFrame
-from saltmarsh.protocol.states import SetupDone, SetupRequest, StateResult
+from saltmarsh.protocol.states import SetupDone, StateResult
 
 from ..errors import HelperUnavailable
 from .system import COMMAND_TIMEOUT
-from .wire import Confirmed, HelperReply, frame, recv_frame
+from .wire import Confirmed, HelperReply, HelperRequest, frame, recv_frame
 
 # Between two results the helper may be installing packages: as long as its own command timeout, and some.
 RESULT_TIMEOUT = COMMAND_TIMEOUT + 60.0
@@ -21,7 +21,7 @@ RESULT_TIMEOUT = COMMAND_TIMEOUT + 60.0
 OnConfirm = Callable[[str, float], bool]
 
 
-def run_via_helper(path: Path, request: SetupRequest, on_result: Callable[[StateResult], None],
+def run_via_helper(path: Path, request: HelperRequest, on_result: Callable[[StateResult], None],
                    on_confirm: OnConfirm, timeout: float = RESULT_TIMEOUT) -> SetupDone:
     """Have the helper at ``path`` run ``request``; HelperUnavailable if it is not there or breaks off.
 

@@ -7,14 +7,16 @@ here, in a separate small daemon (systemd/saltmarsh-setup-helper.service) that:
 * listens on a Unix socket in a directory only root and the agent's group can enter (0750),
   the socket itself 0660, and checks each connection's peer credentials (SO_PEERCRED): only
   the agent's uid is served, every other is refused and logged (DENIED uid ...);
-* reads one bounded frame and decodes it strictly into a SetupRequest (protocol/states.py):
-  typed states (pkg, file, sysctl, group_member, service, bridge), nothing else, no command line, no
-  function name, no Python; a frame that does not decode is refused;
+* reads one bounded frame, a HelperRequest: the ``host.setup`` job as the master signed it, which
+  must verify with the master's key the helper pinned, be fresh, and never have been served
+  before (authority.py); its kwargs decode strictly into a SetupRequest (protocol/states.py):
+  typed states (pkg, file, sysctl, group_member, service, bridge), nothing else, no command
+  line, no function name, no Python; anything else is refused, with the reason logged;
 * runs them (agent/states/runner.py) one run at a time, in a worker thread, and streams each
   state's result back as it is known.
 
-A compromised agent can thus ask for what a state can express (which is a lot: files and
-packages), but not run an arbitrary command, and no other local user can ask for anything.
+Anything running as the agent's user can thus ask for nothing the master did not sign for this
+host, no other local user can ask for anything, and a master's job runs once.
 """
 
 from __future__ import annotations
@@ -40,10 +42,12 @@ from saltmarsh.protocol.daemon import DaemonSpec, daemon_main
 from saltmarsh.protocol.errors import ConfigError, MalformedFrame
 from saltmarsh.protocol.states import SetupDone, SetupRequest, StateResult
 
+from ..errors import SetupRefused
+from .authority import MasterAuthority
 from .bridge import restore_pending
 from .runner import run_setup
 from .system import System
-from .wire import HEADER, MAX_FRAME, SETUP_SOCKET, ConfirmAsk, Confirmed, HelperReply, frame, read_frame
+from .wire import HEADER, MAX_FRAME, SETUP_SOCKET, ConfirmAsk, Confirmed, HelperReply, HelperRequest, frame, read_frame
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,10 @@ class HelperFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     root_dir: str = "/var/lib/saltmarsh/setup"
     log_level: LogLevel = "info"
     request_timeout_seconds: PositiveSeconds = 30.0  # for the request to arrive after the connection
+    # The agent's trust store (agent.yaml root_dir + pki/master.pub): where the master's key is first read.
+    master_key_file: str = "/var/lib/saltmarsh/agent/pki/master.pub"
+    # How old a signed job may be when it reaches the helper (it may have queued behind other jobs).
+    job_window_seconds: PositiveSeconds = 600.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class HelperConfig:
     root_dir: Path
     log_level: str
     request_timeout_seconds: float
+    master_key_file: Path
+    job_window_seconds: float
 
     @property
     def root_dir_mode(self) -> int:
@@ -96,7 +106,9 @@ def load_helper_config(config_dir: Path) -> HelperConfig:
         raise ConfigError(f"{path}: agent_user: no user {raw.agent_user!r} on this host") from None
     return HelperConfig(config_dir=config_dir, socket=resolve_dir(config_dir, raw.socket), agent_user=raw.agent_user,
                         agent_uid=user.pw_uid, agent_gid=user.pw_gid, root_dir=resolve_dir(config_dir, raw.root_dir),
-                        log_level=raw.log_level, request_timeout_seconds=raw.request_timeout_seconds)
+                        log_level=raw.log_level, request_timeout_seconds=raw.request_timeout_seconds,
+                        master_key_file=resolve_dir(config_dir, raw.master_key_file),
+                        job_window_seconds=raw.job_window_seconds)
 
 
 class SetupHelper:
@@ -105,10 +117,14 @@ class SetupHelper:
     def __init__(self, config: HelperConfig) -> None:
         self.config = config
         self._one_run = asyncio.Lock()  # two package managers at once would fight over dpkg's lock
+        self._authority: MasterAuthority | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Bind the socket, serve, and remove the socket when stopped."""
         path = self.config.socket
+        self.config.root_dir.mkdir(parents=True, exist_ok=True, mode=self.config.root_dir_mode)
+        self._authority = MasterAuthority(self.config.master_key_file, self.config.root_dir,
+                                          self.config.job_window_seconds)
         # A guarded network change that was never confirmed (the helper stopped while it waited) is undone
         # before anything else: the host gets back the network it reached the master with.
         restored = await asyncio.get_running_loop().run_in_executor(None, restore_pending, self.config.system())
@@ -153,18 +169,20 @@ class SetupHelper:
             return
         try:
             body = await asyncio.wait_for(read_frame(reader), self.config.request_timeout_seconds)
-            request = decode(body, SetupRequest, "setup request")
-        except (MalformedFrame, TimeoutError) as exc:
+            asked = decode(body, HelperRequest, "setup request")
+            assert self._authority is not None
+            request = await asyncio.get_running_loop().run_in_executor(None, self._authority.check, asked.proof)
+        except (MalformedFrame, SetupRefused, TimeoutError) as exc:
             log.warning("DENIED pid %d: %s", pid, exc or "no request in time")
             await _refuse(reader, writer, f"refused: {exc or 'no request in time'}")
             return
         log.info("ALLOWED uid %d (pid %d): %d states%s", uid, pid, len(request.states),
                  " (dry run)" if request.dry_run else "")
         async with self._one_run:
-            done = await self._run(request, reader, writer)
+            done = await self._run(request, asked.master_ip, reader, writer)
         await _send(writer, HelperReply(done=done))
 
-    async def _run(self, request: SetupRequest, reader: asyncio.StreamReader,
+    async def _run(self, request: SetupRequest, master_ip: str, reader: asyncio.StreamReader,
                    writer: asyncio.StreamWriter) -> SetupDone:
         loop = asyncio.get_running_loop()
         replies: asyncio.Queue[HelperReply | None] = asyncio.Queue()
@@ -175,7 +193,7 @@ class SetupHelper:
 
         def work() -> SetupDone:
             try:
-                system = self.config.system(master_ip=request.master_ip, confirm=confirmations.ask)
+                system = self.config.system(master_ip=master_ip, confirm=confirmations.ask)
                 return run_setup(request, system, on_result)
             finally:
                 loop.call_soon_threadsafe(replies.put_nowait, None)
