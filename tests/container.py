@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE_CACHE = Path("/var/cache/saltmarsh-images/cache")  # shared with image builds: the Debian base
 OWN_CACHE = Path("/var/cache/saltmarsh-images/container")  # this harness's wheel venv and .debs
 REPO_INSIDE = "/srv/saltmarsh-repo"
+WHEELS_INSIDE = "/root/saltmarsh-wheels"  # where a bare container finds the wheels an enrollment installs
 TOOLS = ("systemd-nspawn", "ip", "nsenter", "dpkg-scanpackages", "zstd", "tar", "chroot", "apt-get")
 BOOT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
@@ -97,8 +98,9 @@ def run(argv: list[str], *, timeout: float, log: IO[str] | None = None, check: b
 class Parts:
     """What every container of a session is made from."""
 
-    rootfs_tarball: Path  # the base with the agent installed
+    rootfs_tarball: Path  # the base with the agent installed (bare: without)
     repo: Path  # the flat apt repository
+    wheels: Path | None = None  # bare parts: the agent's wheels, for an enrollment script to install
 
 
 def base_tarball(log: IO[str]) -> Path:
@@ -152,13 +154,27 @@ def local_repo(directory: Path, packages: list[str], log: IO[str]) -> Path:
 
 def make_parts(work: Path, packages: list[str], log: IO[str]) -> Parts:
     """The base with the agent and both units installed, packed; and the repository."""
+    rootfs = _base_rootfs(work, log)
+    units = ROOT / "systemd"
+    guest.install_agent(rootfs, agent_wheels(work, log), (units / guest.AGENT_UNIT).read_text(), log)
+    _write(rootfs, f"/usr/lib/systemd/system/{HELPER_UNIT}", (units / HELPER_UNIT).read_text())
+    run(["chroot", str(rootfs), "systemctl", "enable", guest.AGENT_UNIT, HELPER_UNIT], timeout=120, log=log)
+    return Parts(_pack(work, rootfs, log), local_repo(work / "repo", packages, log))
+
+
+def make_bare_parts(work: Path, log: IO[str]) -> Parts:
+    """The base as a fresh host has it (no agent, no units of ours), packed; the agent's wheels beside it."""
+    rootfs = _base_rootfs(work, log)
+    wheels = agent_wheels(work, log)
+    return Parts(_pack(work, rootfs, log), local_repo(work / "repo", ["hello"], log), wheels)
+
+
+def _base_rootfs(work: Path, log: IO[str]) -> Path:
+    """The Debian base unpacked, fitted for a container: apt on the local repository, no cloud-init."""
     rootfs = work / "rootfs"
     rootfs.mkdir(mode=0o755)
     run(["tar", "-C", str(rootfs), "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -q",
          "-xpf", str(base_tarball(log))], timeout=600, log=log)
-    units = ROOT / "systemd"
-    guest.install_agent(rootfs, agent_wheels(work, log), (units / guest.AGENT_UNIT).read_text(), log)
-    _write(rootfs, f"/usr/lib/systemd/system/{HELPER_UNIT}", (units / HELPER_UNIT).read_text())
     _write(rootfs, f"/etc/systemd/system/{NET_SYSCTL_UNIT}", NET_SYSCTL)
     _write(rootfs, "/etc/fstab", "")  # the root is the container's directory, not a labelled disk
     _write(rootfs, "/etc/apt/sources.list", f"deb [trusted=yes] file:{REPO_INSIDE} ./\n")
@@ -168,13 +184,16 @@ def make_parts(work: Path, packages: list[str], log: IO[str]) -> Parts:
         link = rootfs / "etc/systemd/system" / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
-    run(["chroot", str(rootfs), "systemctl", "enable", guest.AGENT_UNIT, HELPER_UNIT, NET_SYSCTL_UNIT],
-        timeout=120, log=log)
+    run(["chroot", str(rootfs), "systemctl", "enable", NET_SYSCTL_UNIT], timeout=120, log=log)
+    return rootfs
+
+
+def _pack(work: Path, rootfs: Path, log: IO[str]) -> Path:
     packed = work / "rootfs.tar.zst"
     run(["tar", "-C", str(rootfs), "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -1 -q",
          "-cf", str(packed), "."], timeout=600, log=log)
     shutil.rmtree(rootfs)
-    return Parts(packed, local_repo(work / "repo", ["hello", "tree"], log))
+    return packed
 
 
 def _write(rootfs: Path, inside: str, text: str) -> None:
@@ -217,6 +236,7 @@ class Container:
         argv = ["systemd-nspawn", "-q", "--keep-unit", "--register=no", "--console=read-only",
                 f"--network-namespace-path=/run/netns/{self.netns}", "-D", str(self.rootfs), "-M", self.name,
                 f"--bind-ro={self.parts.repo}:{REPO_INSIDE}",
+                *([f"--bind-ro={self.parts.wheels}:{WHEELS_INSIDE}"] if self.parts.wheels else []),
                 # nspawn grants CAP_NET_ADMIN only with a private network it made itself; this namespace is
                 # the test's own too, and the sysctl states need it for net.* (only this namespace's).
                 "--capability=CAP_NET_ADMIN", "-b"]

@@ -7,7 +7,7 @@ import re
 import sys
 from typing import Any
 
-from . import setup
+from . import enroll, setup
 from .arguments import integer, labels, seconds
 from .connect import connect
 from .output import clean, fail, print_json
@@ -81,6 +81,7 @@ def register_host(sub: Any) -> None:
     role.add_argument("role", choices=("hypervisor", "guest"))
     role.set_defaults(handler=set_role)
     setup.register(host_actions)
+    enroll.register(host_actions)
 
 
 def _register_init(actions: Any) -> None:
