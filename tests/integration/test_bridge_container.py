@@ -12,7 +12,10 @@ networkd inside the container. Asserted:
   find nothing to change;
 * a bridge whose new address cannot reach the master is undone by the helper within its timer
   (``rolled back``, with the reason and its event), and the agent answers again;
-* a bridge over a device that does not exist fails with the reason and changes nothing else.
+* a bridge over a device that does not exist fails with the reason and changes nothing else;
+* on a host whose network is ifupdown's (installed from the local repository, networkd stopped),
+  the bridge is written into /etc/network/interfaces, applied with ifdown/ifup, and a second run
+  changes nothing.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> harness.Parts:
         pytest.skip(reason)
     work = tmp_path_factory.mktemp("container-parts")
     with (work / "parts.log").open("w") as log:
-        return harness.make_parts(work, ["hello", "tree"], log)
+        # ifupdown (and adduser, its one dependency the base lacks) for the ifupdown host.
+        return harness.make_parts(work, ["hello", "tree", "ifupdown", "adduser"], log)
 
 
 @pytest.fixture
@@ -187,3 +191,36 @@ def test_a_bridge_over_a_missing_device_fails_and_changes_nothing_else(
     assert results["motd"]["status"] == "changed"
     assert box.exec("ip", "link", "show", "dev", "br0", check=False).returncode != 0
     assert ours(box) == [] and addresses(box, "eth0") == [AGENT_CIDR] and pings(cluster)
+
+
+INTERFACES = f"""\
+auto lo
+iface lo inet loopback
+
+auto eth0
+iface eth0 inet static
+    address {AGENT_CIDR}
+"""
+
+
+@pytest.mark.timeout(900)
+def test_on_an_ifupdown_host_the_bridge_goes_into_its_interfaces_file(host: tuple[Cluster, harness.Container]) -> None:
+    cluster, box = host
+    box.exec("apt-get", "-q", "update", timeout=300)
+    box.exec("apt-get", "-q", "-y", "--no-install-recommends", "install", "ifupdown", timeout=300)
+    box.exec("systemctl", "disable", "--now", "systemd-networkd.service", "systemd-networkd.socket")
+    box.exec("rm", "/etc/systemd/network/20-uplink.network")
+    box.exec("sh", "-c", f"cat > /etc/network/interfaces <<'EOF'\n{INTERFACES}EOF\n")
+    box.exec("ip", "addr", "flush", "dev", "eth0")
+    box.exec("ifup", "eth0")
+    wait_until(lambda: pings(cluster), timeout=60, what="the agent to answer over ifupdown's eth0")
+    code, dry = setup(cluster, "good", "--dry-run")
+    assert code == 0 and "# ifupdown" in by_name(dry)["bridge-br0"]["detail"]
+    code, applied = setup(cluster, "good")
+    assert code == 0 and by_name(applied)["bridge-br0"]["status"] == "changed", applied
+    assert addresses(box, "br0") == [AGENT_CIDR] and addresses(box, "eth0") == [] and port_of(box, "eth0") == "br0"
+    written = box.exec("cat", "/etc/network/interfaces").stdout
+    assert "iface eth0 inet manual" in written and "iface br0 inet static" in written and ours(box) == []
+    assert pings(cluster)
+    code, again = setup(cluster, "good")
+    assert code == 0 and by_name(again)["bridge-br0"]["status"] == "unchanged"
