@@ -9,6 +9,7 @@ It is compiled once, when the config is read, into the ordered states a host is 
     sysctl-<key>                    kernel parameters, live and in /etc/sysctl.d
     bridge-<bridge>                 the bridge (br0 over eth0 unless the profile says otherwise;
                                     ``bridge: null`` for none), with its rollback timer
+    libvirt-tls                     with ``libvirt_tls: true``: libvirtd on TLS 16514
     <extra states>                  in the order written
     service-<unit>                  running and enabled, each watching the packages and the
                                     extra states: restarted when one of them changed
@@ -34,6 +35,7 @@ from saltmarsh.protocol.states import (
     GroupMemberState,
     Interface,
     IpAddress,
+    LibvirtTlsState,
     OsFamily,
     Package,
     PkgState,
@@ -87,6 +89,8 @@ class ProfileFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     # Guests' traffic is routed through the host (NAT networks, bridges).
     sysctls: dict[SysctlKey, SysctlValue] = msgspec.field(default_factory=lambda: {"net.ipv4.ip_forward": "1"})
     bridge: BridgeFile | None = msgspec.field(default_factory=BridgeFile)
+    # libvirtd on TLS 16514 with the agent's certificates from the master's CA (agent.yaml libvirt_tls: true).
+    libvirt_tls: bool = False
     states: StateList = []
     services: list[Unit] = msgspec.field(default_factory=lambda: ["libvirtd.service"])
 
@@ -151,7 +155,8 @@ def compile_profile(profile: ProfileFile) -> list[State]:
         spec = profile.bridge
         bridge = [BridgeState(name=f"bridge-{spec.name}", bridge=spec.name, device=spec.device,
                               addresses=spec.addresses, gateway=spec.gateway, rollback_seconds=spec.rollback_seconds)]
+    tls: list[State] = [LibvirtTlsState(name="libvirt-tls")] if profile.libvirt_tls else []
     watched = [state.name for state in (*packages, *profile.states) if not isinstance(state, ServiceState)]
     services: list[State] = [ServiceState(name=f"service-{unit}", unit=unit, watch=watched)
                              for unit in profile.services]
-    return [*packages, *groups, *sysctls, *bridge, *profile.states, *services]
+    return [*packages, *groups, *sysctls, *bridge, *tls, *profile.states, *services]

@@ -105,7 +105,20 @@ class BridgeState(StateBase, frozen=True, kw_only=True, tag="bridge"):
     rollback_seconds: RollbackSeconds = DEFAULT_ROLLBACK_SECONDS
 
 
-State = FileState | SysctlState | GroupMemberState | PkgState | ServiceState | BridgeState
+class LibvirtTlsState(StateBase, frozen=True, kw_only=True, tag="libvirt_tls"):
+    """libvirtd listening on TLS (``port``) with the certificates the agent got from the master's CA.
+
+    ``source`` is the agent's ``pki_root`` (its own state directory: the sandboxed agent cannot write
+    /etc/pki); the files are copied into libvirt's default layout under ``target``.
+    """
+
+    source: AbsolutePath = "/var/lib/saltmarsh/agent/libvirt-pki"
+    target: AbsolutePath = "/etc/pki"
+    socket: Unit = "libvirtd-tls.socket"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 16514
+
+
+State = FileState | SysctlState | GroupMemberState | PkgState | ServiceState | BridgeState | LibvirtTlsState
 StateList = Annotated[list[State], msgspec.Meta(max_length=256)]
 
 

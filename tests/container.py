@@ -152,14 +152,28 @@ def local_repo(directory: Path, packages: list[str], log: IO[str]) -> Path:
     return directory
 
 
-def make_parts(work: Path, packages: list[str], log: IO[str]) -> Parts:
-    """The base with the agent and both units installed, packed; and the repository."""
+def make_parts(work: Path, packages: list[str], log: IO[str], *, dependencies: bool = False) -> Parts:
+    """The base with the agent and both units installed, packed; and the repository.
+
+    ``dependencies``: the repository holds what ``packages`` need beyond the base too (libvirt's
+    and QEMU's libraries), as apt on this host resolves it against the base's own dpkg status.
+    """
     rootfs = _base_rootfs(work, log)
+    if dependencies:
+        packages = closure(rootfs, packages, log)
     units = ROOT / "systemd"
     guest.install_agent(rootfs, agent_wheels(work, log), (units / guest.AGENT_UNIT).read_text(), log)
     _write(rootfs, f"/usr/lib/systemd/system/{HELPER_UNIT}", (units / HELPER_UNIT).read_text())
     run(["chroot", str(rootfs), "systemctl", "enable", guest.AGENT_UNIT, HELPER_UNIT], timeout=120, log=log)
     return Parts(_pack(work, rootfs, log), local_repo(work / "repo", packages, log))
+
+
+def closure(rootfs: Path, packages: list[str], log: IO[str]) -> list[str]:
+    """``packages`` and every package they need that the tree ``rootfs`` lacks (no recommends)."""
+    status = rootfs / "var/lib/dpkg/status"
+    simulated = run(["apt-get", "install", "-s", "-q", "--no-install-recommends", "-o",
+                     f"Dir::State::status={status}", *packages], timeout=300, log=log).stdout
+    return sorted({line.split()[1] for line in simulated.splitlines() if line.startswith("Inst ")})
 
 
 def make_bare_parts(work: Path, log: IO[str]) -> Parts:

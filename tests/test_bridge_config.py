@@ -1,4 +1,4 @@
-"""The network config the bridge state writes, for each backend, and what a bridge state may name.
+"""The network config the bridge state writes, what a bridge state may name, and libvirt_tls's reading.
 
 The bridge itself is made on a real kernel in tests/integration/test_bridge_container.py; here
 are the files: networkd's three, and an operator's /etc/network/interfaces rewritten so that a
@@ -78,3 +78,28 @@ def test_a_bridge_state_names_interfaces_and_addresses_only() -> None:
                 {"addresses": ["10.0.0.1/24; reboot"]}, {"rollback_seconds": 0}, {"gateway": "1.2.3.4 dev x"}):
         with pytest.raises(msgspec.ValidationError):
             bridge(**bad)
+
+
+@pytest.mark.timeout(30)
+def test_libvirt_tls_reads_the_agents_files_without_following_links(tmp_path: Path) -> None:
+    from saltmarsh.agent.errors import StateError
+    from saltmarsh.agent.states.libvirt_tls import FILES, LibvirtTls
+    from saltmarsh.agent.states.system import System
+    from saltmarsh.protocol.states import LibvirtTlsState
+
+    state = LibvirtTlsState(name="tls", source=str(tmp_path / "agent"), target=str(tmp_path / "etc-pki"))
+    kind = LibvirtTls(System())
+    with pytest.raises(StateError, match="set libvirt_tls: true"):
+        kind.desired(state)
+    for name in FILES:
+        (tmp_path / "agent" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "agent" / name).write_text(f"{name}\n")
+    wanted = kind.desired(state)
+    assert wanted["libvirt/private/serverkey.pem"].endswith(" 0600") and wanted["CA/cacert.pem"].endswith(" 0644")
+    assert all(kind.current(state)[name] == "-" for name in FILES)
+    # The agent's user owns its directory: a link there to a root-only file is refused, not read.
+    key = tmp_path / "agent" / "libvirt/private/serverkey.pem"
+    key.unlink()
+    key.symlink_to("/etc/shadow")
+    with pytest.raises(StateError, match=r"serverkey\.pem"):
+        kind.desired(state)

@@ -174,6 +174,9 @@ def test_host_profiles_are_checked_when_the_config_is_read(tmp_path: Path) -> No
     assert default[0].packages == ["libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils"]
     assert default[1].packages == ["libvirt", "qemu-kvm", "qemu-img"]
     assert default[-1].watch == ["pkg-debian", "pkg-redhat"]
+    (tmp_path / "master.yaml").write_text(yaml.safe_dump({"host": {"profiles": {"tls": {"libvirt_tls": True}}}}))
+    tls = load_master_config(tmp_path).host.profiles["tls"]
+    assert [s.name for s in tls][-3:] == ["bridge-br0", "libvirt-tls", "service-libvirtd.service"]
     for host, error in (({"by_label": [{"labels": {"a": "b"}, "profile": "none"}]}, "no profile 'none'"),
                         ({"profiles": {"p": {"states": [{"kind": "shell", "name": "x"}]}}}, "Invalid value 'shell'"),
                         ({"profiles": {"p": {"packages": {"debian": ["-y"]}}}}, "matching regex"),
