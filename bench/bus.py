@@ -290,8 +290,7 @@ def measure(agents: int, args: argparse.Namespace) -> Figures:
                 bench.figures.events.append(result)
             bench.measure_memory()
         except BaseException:
-            for daemon in [bench.cluster.master, *bench.cluster.agents.values()][:4]:
-                print(f"----- {daemon.name} log (tail) -----\n{daemon.log()[-3000:]}", file=sys.stderr)
+            bench.cluster.print_log_tails(daemons=4)
             raise
         finally:
             bench.stop()

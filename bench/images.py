@@ -344,8 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             single = measure_single(bench, args.repeat, size)
             crowd = measure_crowd(bench, size)
         except BaseException:
-            for d in (bench.cluster.master, *bench.cluster.agents.values()):
-                print(f"----- {d.name} log (tail) -----\n{d.log()[-3000:]}", file=sys.stderr)
+            bench.cluster.print_log_tails()
             raise
         finally:
             bench.stop()

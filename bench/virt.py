@@ -302,8 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(("images through the master (m0)",
                              measure_images(cluster, base, file_root, sizes, args.image_repeat)))
         except BaseException:
-            for d in (cluster.master, *cluster.agents.values()):
-                print(f"----- {d.name} log (tail) -----\n{d.log()[-3000:]}", file=sys.stderr)
+            cluster.print_log_tails()
             raise
         finally:
             cluster.stop()

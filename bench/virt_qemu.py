@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.cluster import Cluster, wait_until
-from tests.realvirt import TEST_PREFIX, RealLibvirtd, blank_qcow2, make_image_dir, remove_image_dir
+from tests.realvirt import TEST_PREFIX, RealLibvirtd, blank_qcow2, libvirtd_with_image_dir
 
 from .virt_fixtures import Timing, cli_argv, run_timed
 
@@ -83,30 +83,22 @@ def measure_real_qemu(base: Path, runs: int) -> QemuResult:
     reason = RealLibvirtd.skip_reason()
     if reason:
         return QemuResult(skipped=reason)
-    daemon = RealLibvirtd()
     say("real QEMU: starting (or reusing) the system libvirtd")
-    daemon.start()
-    result = QemuResult(init=Timing(), purge=Timing(), domain_type=daemon.domain_type)
-    image_dir = make_image_dir()
-    cluster: Cluster | None = None
-    try:
-        cluster = _start_cluster(base, image_dir)
-        stamp = time.strftime("%H%M%S")
-        for run in range(runs):
-            name = f"{NAME_PREFIX}{stamp}-{run}"
-            say(f"real QEMU: virt init {name} ({run + 1}/{runs})")
-            _init_once(cluster, daemon, name, result)
-    except BaseException:
-        if cluster is not None:
-            for d in (cluster.master, *cluster.agents.values()):
-                print(f"----- {d.name} log (tail) -----\n{d.log()[-3000:]}", file=sys.stderr)
-        raise
-    finally:
-        if cluster is not None:
-            cluster.stop()
+    with libvirtd_with_image_dir(NAME_PREFIX) as (daemon, image_dir):
+        result = QemuResult(init=Timing(), purge=Timing(), domain_type=daemon.domain_type)
+        cluster: Cluster | None = None
         try:
-            daemon.remove_test_domains(NAME_PREFIX)
+            cluster = _start_cluster(base, image_dir)
+            stamp = time.strftime("%H%M%S")
+            for run in range(runs):
+                name = f"{NAME_PREFIX}{stamp}-{run}"
+                say(f"real QEMU: virt init {name} ({run + 1}/{runs})")
+                _init_once(cluster, daemon, name, result)
+        except BaseException:
+            if cluster is not None:
+                cluster.print_log_tails()
+            raise
         finally:
-            remove_image_dir(image_dir)
-            daemon.stop()
+            if cluster is not None:
+                cluster.stop()
     return result

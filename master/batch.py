@@ -33,11 +33,11 @@ from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS
 from saltmarsh.protocol.messages import Target
 from saltmarsh.protocol.tags import batch_tag
 
-from .control_messages import BatchSize
-from .errors import CommandError
 from .eventbus import Event, EventBus
 from .jobs import JobRouter
 from .presence import Presence
+from .service.errors import Invalid, ServiceError
+from .service.types.jobs import BatchSize
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def batch_size(size: BatchSize, expected: int) -> int:
     15 is 1, not 2), as Salt's ``-b 10%`` does; never 0, so a small fleet still makes progress.
     """
     if (size.count is None) == (size.percent is None):
-        raise CommandError("a batch size is a count or a percentage, exactly one of them")
+        raise Invalid("a batch size is a count or a percentage, exactly one of them")
     if size.count is not None:
         wanted = size.count
     else:
@@ -126,7 +126,7 @@ class Batch:
         try:
             job, expected = self._jobs.prepare(plan.fun, Target(kind="list", ids=[agent]), plan.args,
                                                plan.kwargs, plan.timeout)
-        except CommandError as exc:  # its key went meanwhile
+        except ServiceError as exc:  # its key went meanwhile
             return self._silent(agent, "", str(exc))
         answer: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
 

@@ -1,5 +1,9 @@
 """A local client of the master's control socket: what the CLI uses, and the Python API.
 
+It sends the service layer's typed requests (master/service/types/) and raises the service's
+typed errors (master/service/errors.py) from the code of each refusal; when a job is complete and
+why an agent is missing are the service's rules (types.JobOutcome, the ``job.outcome`` operation).
+
     from saltmarsh.master.client import MasterClient
     with MasterClient.from_config_dir(Path("/etc/saltmarsh")) as client:
         for event in client.events("saltmarsh/job/"):
@@ -19,7 +23,6 @@ import stat
 import struct
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,72 +31,29 @@ import zmq
 
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.errors import MalformedFrame
-from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS, TIMED_OUT
+from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS
 from saltmarsh.protocol.messages import Target
 
 from .config import load_master_config
-from .control_messages import MAX_CONTROL_FRAME, BatchStarted, ControlReply, ControlRequest, Event, JobStarted
+from .control_messages import END_STREAM, MAX_CONTROL_FRAME, ControlReply, ControlRequest, Event
 from .errors import CommandError, NotRunning
+from .service.errors import error_for
+from .service.types import Request
+from .service.types.jobs import (
+    BatchRequest,
+    BatchSize,
+    BatchStarted,
+    JobOutcome,
+    JobStarted,
+    OutcomeRequest,
+    RunRequest,
+    WaitRequest,
+)
 
 DEFAULT_REPLY_TIMEOUT = 10.0
 # zmq_poll takes its timeout as a C int of milliseconds: a longer wait is polled in slices.
 MAX_POLL_MS = 3_600_000
 MASTER_GONE = "the master closed the control connection (it stopped or crashed)"
-
-
-@dataclass
-class JobOutcome:
-    """What came of a job: returns by agent, and why each agent that did not answer did not.
-
-    ``offline`` holds the expected agents the master knew were down when the job went out
-    (not waited for), ``unknown`` the ids a list target named that have no accepted key (the
-    job was not sent to them), ``silent`` every expected agent without a return at the end,
-    and ``lost`` why the wait was cut short if the master went away meanwhile. An agent whose
-    return says it gave up at the job's deadline (TimedOut) did not answer either: it is in
-    ``timed_out`` (and ``missing``), not in ``answered``.
-    """
-
-    jid: str
-    expected: list[str]
-    returns: dict[str, dict[str, Any]] = field(default_factory=dict)
-    silent: dict[str, str] = field(default_factory=dict)
-    offline: dict[str, str] = field(default_factory=dict)
-    unknown: dict[str, str] = field(default_factory=dict)
-    not_started: dict[str, str] = field(default_factory=dict)  # a batch's agents it never started, and why
-    lost: str = ""
-
-    @property
-    def timed_out(self) -> dict[str, str]:
-        """Agents that gave up on the job at its deadline, with what each said."""
-        return {agent: f"timed out on the agent: {ret['error']['message']}"
-                for agent, ret in self.returns.items() if _error_type(ret) == TIMED_OUT}
-
-    @property
-    def answered(self) -> dict[str, dict[str, Any]]:
-        """The returns of the agents that answered (with a result, or an error other than TimedOut)."""
-        return {agent: ret for agent, ret in self.returns.items() if _error_type(ret) != TIMED_OUT}
-
-    @property
-    def missing(self) -> dict[str, str]:
-        """Every agent the job named that did not answer, with the reason."""
-        return {**self.unknown, **self.silent, **self.timed_out,
-                **{agent: f"not started: {why}" for agent, why in self.not_started.items()}}
-
-    @property
-    def complete(self) -> bool:
-        """True if every agent the job named answered."""
-        return not self.lost and not self.missing and set(self.expected) <= set(self.returns)
-
-
-def _outcome(started: JobStarted) -> JobOutcome:
-    """A JobOutcome with nothing gathered yet, from the master's reply."""
-    return JobOutcome(started.jid, list(started.expected), offline=dict(started.offline),
-                      unknown=dict(started.unknown))
-
-
-def _error_type(ret: dict[str, Any]) -> str:
-    error = ret.get("error")
-    return str(error.get("type", "")) if not ret.get("success") and isinstance(error, dict) else ""
 
 
 def check_socket(path: Path) -> None:
@@ -181,6 +141,14 @@ class MasterClient:
         finally:
             self._sent_in.pop(request_id, None)
 
+    def request(self, request: Request) -> Any:
+        """Send a typed request (master/service/types/) and return its result; its typed error if refused."""
+        return self.call(request.command, **_fields(request))
+
+    def request_with_events(self, request: Request, on_event: Callable[[Event], None]) -> Any:
+        """As ``request``, with the events the operation streams (progress) given to ``on_event`` until its reply."""
+        return self.call_with_events(request.command, on_event, **_fields(request))
+
     def call_with_events(self, cmd: str, on_event: Callable[[Event], None], **args: Any) -> Any:
         """Run a command that streams events under its own request (progress) until its reply."""
         request_id = self._send(cmd, args)
@@ -198,7 +166,7 @@ class MasterClient:
             if reply.id == request_id:
                 self._end_stream(request_id)
                 if not reply.ok:
-                    raise CommandError(reply.error)
+                    raise error_for(reply.code, reply.error)
                 return reply.result
 
     def events(self, pattern: str = "", *, idle_timeout: float | None = None) -> Iterator[Event]:
@@ -206,7 +174,9 @@ class MasterClient:
 
         Ends after ``idle_timeout`` seconds without an event, if given.
         """
-        request_id = self._send("events.subscribe", {"pattern": pattern})
+        from .service.types.events import SubscribeRequest  # only a subscriber needs it
+
+        request_id = self._send(SubscribeRequest.command, _fields(SubscribeRequest(pattern)))
         self._result(request_id)
         try:
             while True:
@@ -217,30 +187,28 @@ class MasterClient:
         finally:
             self._end_stream(request_id)
 
-    def run(self, target: Target, fun: str, args: list[Any], kwargs: dict[str, Any], timeout: float,
+    def run(self, target: Target, fun: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None = None,
             on_started: Callable[[JobOutcome], None] | None = None) -> JobOutcome:
         """Run a job and wait until every expected agent that is up answered or ``timeout`` passed.
 
-        ``timeout`` is also the job's deadline on each agent, which answers TimedOut when it
-        passes; the wait lasts RETURN_GRACE_SECONDS longer so that those answers arrive.
-        Agents the master knows are offline are not waited for; ``on_started`` is given the
-        outcome as soon as the job is out (its ``offline`` and ``unknown`` already filled in).
-        If the master goes away meanwhile, the outcome says so in ``lost``.
+        ``timeout`` (None: the service's default) is also the job's deadline on each agent, which
+        answers TimedOut when it passes; the wait lasts RETURN_GRACE_SECONDS longer so that those
+        answers arrive. Agents the master knows are offline are not waited for; ``on_started`` is
+        given the outcome as soon as the job is out (its ``offline`` and ``unknown`` already filled
+        in). If the master goes away meanwhile, the outcome says so in ``lost``.
         """
-        request_id = self._send(
-            "run", {"fun": fun, "target": target, "args": args, "kwargs": kwargs, "timeout": timeout}
-        )
-        outcome = _outcome(self._started(request_id))
-        return self._gather(request_id, outcome, timeout + RETURN_GRACE_SECONDS, on_started)
+        request = _run_request(target, fun, args, kwargs, timeout)
+        request_id = self._send(request.command, _fields(request))
+        outcome = JobOutcome.started(self._started(request_id))
+        return self._gather(request_id, outcome, request.timeout + RETURN_GRACE_SECONDS, on_started)
 
     def submit(self, target: Target, fun: str, args: list[Any], kwargs: dict[str, Any],
-               timeout: float) -> JobOutcome:
+               timeout: float | None = None) -> JobOutcome:
         """Publish a job without waiting for it (``run --async``); ``wait`` gathers its returns later."""
-        request_id = self._send(
-            "run", {"fun": fun, "target": target, "args": args, "kwargs": kwargs, "timeout": timeout, "wait": False}
-        )
+        request = _run_request(target, fun, args, kwargs, timeout, wait=False)
+        request_id = self._send(request.command, _fields(request))
         try:
-            return _outcome(self._started(request_id))
+            return JobOutcome.started(self._started(request_id))
         finally:
             self._sent_in.pop(request_id, None)
 
@@ -252,58 +220,43 @@ class MasterClient:
         how long that is); returns already in the job cache count at once.
         """
         args: dict[str, Any] = {"jid": jid} if timeout is None else {"jid": jid, "timeout": timeout}
-        request_id = self._send("job.wait", args)
+        request_id = self._send(WaitRequest.command, args)
         started = self._started(request_id)
-        outcome = _outcome(started)
-        outcome.returns.update(started.returns)
-        return self._gather(request_id, outcome, started.wait, on_started)
+        return self._gather(request_id, JobOutcome.started(started), started.wait, on_started)
 
-    def run_batch(self, target: Target, fun: str, args: list[Any], kwargs: dict[str, Any], timeout: float, *,
-                  batch: dict[str, Any], pause: float = 0.0, fail_fast: bool = False,
-                  on_started: Callable[[JobOutcome, int], None] | None = None) -> JobOutcome:
+    def run_batch(self, target: Target, fun: str, args: list[Any], kwargs: dict[str, Any],
+                  timeout: float | None = None, *, batch: BatchSize, pause: float | None = None,
+                  fail_fast: bool = False, on_started: Callable[[JobOutcome, int], None] | None = None) -> JobOutcome:
         """Run a job as a batch (``run -b``): at most ``batch`` agents at a time; the outcome as ``run``'s.
 
-        ``batch`` is ``{"count": N}`` or ``{"percent": P}``. The master runs the batch (it goes on
-        if this client leaves); this waits for its ``done`` event. The outcome's ``jid`` is the
-        batch's id; ``on_started`` is given the outcome and how many agents run at once.
+        The master runs the batch (it goes on if this client leaves); this waits for its ``done``
+        event. The outcome's ``jid`` is the batch's id; ``on_started`` is given the outcome and how
+        many agents run at once. ``timeout`` and ``pause`` None take the service's defaults.
         """
-        request_id = self._send("run.batch", {"fun": fun, "target": target, "args": args, "kwargs": kwargs,
-                                              "timeout": timeout, "batch": batch, "pause": pause,
-                                              "fail_fast": fail_fast})
+        given = {name: value for name, value in (("timeout", timeout), ("pause", pause)) if value is not None}
+        request = BatchRequest(fun, target, batch, args, kwargs, fail_fast=fail_fast, **given)
+        request_id = self._send(request.command, _fields(request))
         started = self._converted(request_id, BatchStarted)
-        outcome = JobOutcome(started.batch, list(started.expected), offline=dict(started.offline),
+        outcome = JobOutcome(jid=started.batch, expected=list(started.expected), offline=dict(started.offline),
                              unknown=dict(started.unknown))
         if on_started is not None:
             on_started(outcome, started.size)
         deadline = time.monotonic() + started.wait + RETURN_GRACE_SECONDS
         try:
-            while not self._batch_event(outcome, self._next_events(request_id, deadline - time.monotonic())):
+            while not self._batch_events(outcome, self._next_events(request_id, deadline - time.monotonic())):
                 pass
         except NotRunning as exc:
             outcome.lost = str(exc)
         self._end_stream(request_id)
-        outcome.silent.update(outcome.offline)  # never started, as run names them: offline since …
-        unanswered = [a for a in outcome.expected if a not in outcome.returns and a not in outcome.missing]
-        reason = "the master went away before it answered" if outcome.lost else "the batch ended without it"
-        outcome.silent.update({agent: reason for agent in unanswered})
+        outcome.batch_over()
         return outcome
 
     @staticmethod
-    def _batch_event(outcome: JobOutcome, batch: list[Event] | None) -> bool:
+    def _batch_events(outcome: JobOutcome, batch: list[Event] | None) -> bool:
         """Fold a batch's events into ``outcome``; True once it is over (``done``, or no event in time)."""
         if batch is None:
             return True
-        for event in batch:
-            parts = event.tag.split("/")  # saltmarsh/batch/<batch>/<what>[/<agent>] (protocol/tags.py)
-            what = parts[3] if len(parts) > 3 else ""
-            if what == "ret":
-                outcome.returns[event.data["id"]] = event.data
-            elif what == "silent":
-                outcome.silent[event.data["id"]] = event.data["reason"]
-            elif what == "done":
-                outcome.not_started.update(event.data["not_started"])
-                return True
-        return False
+        return any([outcome.batch_event(event.tag, event.data) for event in batch])
 
     def _converted(self, request_id: int, kind: type[Any]) -> Any:
         """The master's reply to ``request_id`` as ``kind``."""
@@ -328,28 +281,29 @@ class MasterClient:
 
     def _gather(self, request_id: int, outcome: JobOutcome, timeout: float,
                 on_started: Callable[[JobOutcome], None] | None) -> JobOutcome:
-        """Collect the returns streamed under ``request_id`` for up to ``timeout`` seconds."""
+        """Collect the returns streamed under ``request_id`` until none is awaited or ``timeout`` passed.
+
+        Then, if an agent has not answered, the master says what came of the job (``job.outcome``):
+        its returns and why each missing agent is missing, as it tells every front end.
+        """
         if on_started is not None:
             on_started(outcome)
-        awaited = set(outcome.expected) - set(outcome.offline)
         deadline = time.monotonic() + timeout
-        while not awaited <= set(outcome.returns):
+        while outcome.waiting:
             remaining = deadline - time.monotonic()
             try:
                 batch = self._next_events(request_id, remaining) if remaining > 0 else None
             except NotRunning as exc:
-                outcome.lost = str(exc)
+                outcome.master_gone(str(exc))
                 break
             if batch is None:
                 break
             for event in batch:
                 outcome.returns[event.data["id"]] = event.data
         self._end_stream(request_id)
-        unanswered = [a for a in outcome.expected if a not in outcome.returns]
-        if outcome.lost:
-            outcome.silent = {a: "the master went away before it answered" for a in unanswered}
-        elif unanswered:
-            outcome.silent = self.call("job.silent", jid=outcome.jid)
+        if not outcome.lost and outcome.unanswered:
+            final = msgspec.convert(self.request(OutcomeRequest(outcome.jid)), type=JobOutcome)
+            outcome.returns, outcome.silent = final.returns, final.silent  # offline: as named at the start
         return outcome
 
     def _end_stream(self, request_id: int) -> None:
@@ -362,7 +316,7 @@ class MasterClient:
         self._sent_in.pop(request_id, None)
         if self._socket.closed:
             return
-        frame = encode(ControlRequest(next(self._ids), "stream.end", {"id": request_id}))
+        frame = encode(ControlRequest(next(self._ids), END_STREAM, {"id": request_id}))
         with contextlib.suppress(zmq.Again):  # no master to send to: nothing to end
             self._socket.send(frame, flags=zmq.NOBLOCK)
 
@@ -428,7 +382,7 @@ class MasterClient:
                 self._early.setdefault(reply.id, []).extend(reply.events)
             elif reply.id == request_id:
                 if not reply.ok:
-                    raise CommandError(reply.error)
+                    raise error_for(reply.code, reply.error)
                 return reply.result
 
     def _next_events(self, request_id: int, timeout: float | None) -> list[Event] | None:
@@ -441,3 +395,16 @@ class MasterClient:
                 return None
             if reply.events and reply.id == request_id:
                 return reply.events
+
+
+def _fields(request: Request) -> dict[str, Any]:
+    """A typed request's fields as the control request's args (nested Structs are encoded as they are)."""
+    return {name: getattr(request, name) for name in request.__struct_fields__}
+
+
+def _run_request(target: Target, fun: str, args: list[Any], kwargs: dict[str, Any], timeout: float | None,
+                 wait: bool = True) -> RunRequest:
+    """The RunRequest of a job; ``timeout`` None leaves the service's default deadline."""
+    if timeout is None:
+        return RunRequest(fun, target, args, kwargs, wait=wait)
+    return RunRequest(fun, target, args, kwargs, timeout, wait)

@@ -1,4 +1,11 @@
-"""The control socket: local clients (CLI, Python API) send commands and receive event streams.
+"""The control socket: local clients (CLI, Python API) call the service layer and receive event streams.
+
+A thin front end of master/service/: each request's ``cmd`` names a service operation, its
+``args`` are decoded into that operation's typed request (Invalid if they do not fit), and the
+result or typed error is sent back once, the error with its stable ``code``
+(master/service/errors.py), which the client turns back into the same error. Event streams
+(a job's returns, a subscription, a migration's progress) are this front end's: an operation
+asks to ``watch`` a pattern, and the events are sent under the request's id.
 
 An IPC ROUTER socket in a 0700 directory, itself 0600: whoever can open the
 file may command the master, as with Salt's master socket. ROUTER_MANDATORY
@@ -27,18 +34,28 @@ import logging
 import os
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+import msgspec
 import zmq
 import zmq.asyncio
 
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.errors import MalformedFrame
 
-from .commands import COMMANDS, CommandContext, load_all
-from .control_messages import CONTROL_TRANSPORT_MAX, MAX_CONTROL_FRAME, ControlReply, ControlRequest, RequestId
-from .errors import MasterError
+from .control_messages import (
+    CONTROL_TRANSPORT_MAX,
+    END_STREAM,
+    MAX_CONTROL_FRAME,
+    ControlReply,
+    ControlRequest,
+    RequestId,
+    StreamEnd,
+)
+from .errors import CommandError, MasterError
 from .eventbus import Event
+from .service.errors import InternalError, Invalid, Refused
+from .service.registry import OPERATIONS, ServiceContext, load_all
 
 if TYPE_CHECKING:
     from .server import Master
@@ -46,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 StreamKey = tuple[bytes, int]
+A = TypeVar("A")
 
 MAX_BATCH = 1000
 PROBE_SECONDS = 5.0
@@ -129,28 +147,34 @@ class ControlServer:
             request_id = decode(frame, RequestId, "control request id").id
         except MalformedFrame:
             return  # no id to answer to: the log line is all there is
-        self._send_nowait(client, encode(ControlReply(request_id, ok=False, error=f"refused: {reason}")), 0)
+        reply = ControlReply(request_id, ok=False, error=f"refused: {reason}", code=Refused.code)
+        self._send_nowait(client, encode(reply), 0)
 
     async def _answer(self, client: bytes, request: ControlRequest) -> None:
-        fn = COMMANDS.get(request.cmd)
-        if fn is None:
-            await self._send(client, ControlReply(request.id, ok=False, error=f"unknown command {request.cmd!r}"))
-            return
-        ctx = CommandContext(
-            self._master,
-            lambda pattern, seconds: self._subscribe((client, request.id), pattern, seconds),
-            lambda request_id: self._end_stream((client, request_id)),
-        )
+        """Decode the request into its service type, call the service, and map what comes back once."""
+        key = (client, request.id)
         try:
-            result = await fn(ctx, request.args)
-        except MasterError as exc:
-            await self._send(client, ControlReply(request.id, ok=False, error=str(exc)))
+            result = await self._call(key, request)
+        except MasterError as exc:  # a refusal: its kind travels as its code
+            code = exc.code if isinstance(exc, CommandError) else Refused.code
+            await self._send(client, ControlReply(request.id, ok=False, error=str(exc), code=code))
             return
         except Exception as exc:
             log.exception("control command %s failed", request.cmd)
-            await self._send(client, ControlReply(request.id, ok=False, error=f"internal error: {exc}"))
+            await self._send(client, ControlReply(request.id, ok=False, error=f"internal error: {exc}",
+                                                  code=InternalError.code))
             return
         await self._send(client, ControlReply(request.id, result=result))
+
+    async def _call(self, key: StreamKey, request: ControlRequest) -> Any:
+        if request.cmd == END_STREAM:  # the socket's own: a stream is this front end's, not the service's
+            self._end_stream((key[0], decode_args(request.args, StreamEnd).id))
+            return None
+        op = OPERATIONS.get(request.cmd)
+        if op is None:
+            raise Invalid(f"unknown command {request.cmd!r}")
+        ctx = ServiceContext(self._master, lambda pattern, seconds: self._subscribe(key, pattern, seconds))
+        return await op.run(ctx, decode_args(request.args, op.request))
 
     def _subscribe(self, key: StreamKey, pattern: str, seconds: float | None) -> None:
         handle = self._master.bus.subscribe(pattern, lambda event: self._queue(key, event))
@@ -232,3 +256,11 @@ class ControlServer:
             if exc.errno != errno.EHOSTUNREACH:
                 raise
             self._end_client(client)
+
+
+def decode_args(args: dict[str, Any], kind: type[A]) -> A:
+    """A request's args as the typed request ``kind``; Invalid (with msgspec's reason) if they do not fit."""
+    try:
+        return msgspec.convert(args, type=kind)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"bad arguments: {exc}") from exc

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from saltmarsh.protocol.jobcontrol import KILLED, TIMED_OUT
@@ -19,7 +19,6 @@ from saltmarsh.protocol.messages import Target
 from saltmarsh.protocol.redaction import redact
 from saltmarsh.protocol.tags import agent_tag
 
-from .errors import CommandError
 from .eventbus import EventBus
 from .inventory import Hypervisor, Inventory
 from .jobs import JobRouter
@@ -27,6 +26,8 @@ from .keys import KeyManager
 from .placement import Placement, Request
 from .presence import Presence
 from .seeding import seed_address
+from .service.errors import Conflict, Invalid, NotFound, Refused, ServiceError, TimedOut, Unavailable
+from .service.types.vms import InitRequest
 
 log = logging.getLogger(__name__)
 
@@ -36,30 +37,6 @@ RESYNC_TIMEOUT = 30.0
 SEED_TOKEN_TTL = 24 * 3600.0  # a seeded VM may take a while to boot and install its agent
 MAX_VM_CPUS = 4096  # libvirt's own ceiling for a KVM guest's vCPUs
 MAX_VM_MEMORY_MIB = 16 * 1024 * 1024  # 16 TiB
-
-
-@dataclass(frozen=True)
-class InitRequest:
-    """``virt init`` as the operator asked for it."""
-
-    name: str
-    cpus: int
-    memory_mib: int
-    image: str | None = None
-    host: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)  # nic/disk profile, enable_qcow, enable_vnc, seed
-    dry_run: bool = False
-    timeout: float = 600.0
-    master_address: str | None = None  # what a seeded guest's agent is told (master/seeding.py)
-
-    def __post_init__(self) -> None:
-        # Checked here, before placement: with 0 CPUs or 0 MiB every host "fits", and a dry
-        # run would promise a VM that cannot exist.
-        if not 1 <= self.cpus <= MAX_VM_CPUS:
-            raise CommandError(f"a VM needs 1 to {MAX_VM_CPUS} CPUs, not {self.cpus}")
-        if not 1 <= self.memory_mib <= MAX_VM_MEMORY_MIB:
-            raise CommandError(f"a VM needs 1 to {MAX_VM_MEMORY_MIB} MiB of memory, not {self.memory_mib}")
 
 
 @dataclass(frozen=True)
@@ -89,7 +66,7 @@ class Controller:
             _jid, returns = await self._jobs.run_and_wait(
                 Target(kind="id", ids=[agent_id]), "virt.full_info", {}, RESYNC_TIMEOUT
             )
-        except CommandError as exc:
+        except ServiceError as exc:
             log.info("no inventory resync for %s: %s", agent_id, exc)
             return
         ret = returns.get(agent_id)
@@ -128,7 +105,7 @@ class Controller:
             result[host.agent_id] = {"freecpu": host.freecpu, "freemem": host.freemem, "node_info": host.node,
                                      "vm_info": vms}
         if name is not None and not result:
-            raise CommandError(f"no VM named {name!r} on any hypervisor")
+            raise NotFound(f"no VM named {name!r} on any hypervisor")
         return result
 
     def _with_agent(self, vm: str, info: dict[str, Any]) -> dict[str, Any]:
@@ -137,34 +114,32 @@ class Controller:
             return info
         return {**info, "agent": {"id": vm, "up": self._presence.is_up(vm)}}
 
-    async def set_role(self, agent_id: str, role: str) -> dict[str, Any]:
+    async def set_role(self, agent_id: str, role: str) -> None:
         """Make an accepted agent a ``hypervisor`` (listed, placed on) or a ``guest`` (neither)."""
         if role not in ("hypervisor", "guest"):
-            raise CommandError(f"unknown role {role!r}: hypervisor or guest")
+            raise Invalid(f"unknown role {role!r}: hypervisor or guest")
         if self._keys.store.accepted_key(agent_id) is None:
-            raise CommandError(f"no accepted key for agent {agent_id!r}")
+            raise NotFound(f"no accepted key for agent {agent_id!r}")
         self._keys.set_guest(agent_id, role == "guest")
         if role == "guest":
             self._inventory.forget(agent_id)
         elif self._presence.is_up(agent_id):
             await self._resync(agent_id)
-        return {"id": agent_id, "role": role}
 
-    def maintenance(self, agent_id: str, on: bool) -> dict[str, Any]:
-        """Put a hypervisor in or out of maintenance."""
+    def maintenance(self, agent_id: str, on: bool) -> bool:
+        """Put a hypervisor in or out of maintenance; whether it is in maintenance now."""
         if self._inventory.get(agent_id) is None:
-            raise CommandError(f"no hypervisor {agent_id!r} in the inventory")
-        host = self._inventory.set_maintenance(agent_id, on)
-        return {"host": agent_id, "maintenance": host.maintenance}
+            raise NotFound(f"no hypervisor {agent_id!r} in the inventory")
+        return self._inventory.set_maintenance(agent_id, on).maintenance
 
     async def init(self, request: InitRequest) -> dict[str, Any]:
         """Place and create a VM; --dry-run only explains the placement."""
         if not VM_NAME.fullmatch(request.name):
-            raise CommandError(f"invalid VM name {request.name!r}: letters, digits, . _ - (at most 64)")
+            raise Invalid(f"invalid VM name {request.name!r}: letters, digits, . _ - (at most 64)")
         holders = self._inventory.locate(request.name)
         if holders:
-            raise CommandError(f"a VM named {request.name!r} already exists on {', '.join(holders)}")
-        seeded = bool(request.options.get("seed"))
+            raise Conflict(f"a VM named {request.name!r} already exists on {', '.join(holders)}")
+        seeded = request.seed
         # Refused before anything is placed, issued or created: a guest told an unusable address never joins.
         address = seed_address(request.master_address, self._seed.configured, self._seed.interface) \
             if seeded else None
@@ -174,7 +149,7 @@ class Controller:
             return {"dry_run": True, **decision.as_dict()}
         if decision.choice is None:
             reasons = "; ".join(f"{c.host}: {c.dropped}" for c in decision.candidates) or "no hypervisors known"
-            raise CommandError(f"no hypervisor can hold {request.name} ({reasons})")
+            raise Unavailable(f"no hypervisor can hold {request.name} ({reasons})")
         host = decision.choice
         options = dict(request.options)
         if seeded:
@@ -191,7 +166,7 @@ class Controller:
         seed = {"seed": {"master_address": address}} if seeded else {}
         return {"host": host, "vm": redact(ret), **seed, **decision.as_dict()}
 
-    async def operate(self, operation: str, name: str, timeout: float = 120.0) -> dict[str, Any]:
+    async def operate(self, operation: str, name: str, timeout: float) -> dict[str, Any]:
         """Run a lifecycle operation (or info/vnc) on the hypervisor that holds ``name``."""
         host = self.holder(name)
         if operation in OPERATIONS:
@@ -204,7 +179,7 @@ class Controller:
         elif operation == "vnc":
             result = await self.run_on(host, "virt.get_graphics", {"name": name, "secure": True}, timeout, name)
         else:
-            raise CommandError(f"unknown operation {operation!r}")
+            raise Invalid(f"unknown operation {operation!r}")
         return {"host": host, "vm": name, "result": result}
 
     async def wait_joined(self, name: str, timeout: float, console_lines: int = 20) -> dict[str, Any]:
@@ -223,7 +198,7 @@ class Controller:
             return {"name": name, "joined": True, "after": waited}
         try:
             console = (await self.console_log(name, console_lines))["lines"]
-        except CommandError as exc:
+        except ServiceError as exc:
             console = [f"(no console log: {exc})"]
         return {"name": name, "joined": False, "after": waited, "console": console}
 
@@ -234,24 +209,27 @@ class Controller:
         return {"host": host, **result}
 
     def holder(self, name: str) -> str:
-        """The one hypervisor holding ``name``; CommandError if none, several, or it is offline."""
+        """The one hypervisor holding ``name``; NotFound if none, Conflict if several, Unavailable if it is offline."""
         holders = self._inventory.locate(name)
         if not holders:
-            raise CommandError(f"no VM named {name!r} on any hypervisor")
+            raise NotFound(f"no VM named {name!r} on any hypervisor")
         if len(holders) > 1:
-            raise CommandError(f"VM name {name!r} is ambiguous: it exists on {', '.join(holders)}")
+            raise Conflict(f"VM name {name!r} is ambiguous: it exists on {', '.join(holders)}")
         host = holders[0]
         if not self._presence.is_up(host):
-            raise CommandError(f"hypervisor {host} holding {name} is unreachable: {self._presence.why_silent(host)}")
+            raise Unavailable(f"hypervisor {host} holding {name} is unreachable: {self._presence.why_silent(host)}")
         return host
 
     async def run_on(self, host: str, fun: str, kwargs: dict[str, Any], timeout: float, vm: str) -> Any:
-        """Run ``fun`` on ``host`` and return its result; CommandError with the cause if it failed."""
+        """Run ``fun`` on ``host`` and return its result.
+
+        TimedOut if it did not answer in time, Refused (with the cause) if it failed.
+        """
         _jid, returns = await self._jobs.run_and_wait(Target(kind="id", ids=[host]), fun, kwargs, timeout)
         ret = returns.get(host)
         if ret is None:
-            raise CommandError(f"hypervisor {host} did not answer {fun} {vm} within {timeout:.0f} s")
+            raise TimedOut(f"hypervisor {host} did not answer {fun} {vm} within {timeout:.0f} s")
         if not ret["success"]:
             error = ret.get("error") or {}
-            raise CommandError(f"{fun} {vm} on {host} failed: {error.get('type', 'Error')}: {error.get('message', '')}")
+            raise Refused(f"{fun} {vm} on {host} failed: {error.get('type', 'Error')}: {error.get('message', '')}")
         return ret["result"]

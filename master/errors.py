@@ -1,12 +1,16 @@
 """Exceptions of the master package.
 
     MasterError                  anything the master refuses or cannot do
-    ├── CommandError             a control command that cannot be carried out (unknown key, bad target)
+    ├── CommandError             an operator's request that cannot be carried out
+    │   └── ServiceError         its typed kinds: NotFound, Conflict, Unavailable, TimedOut, Refused,
+    │                            Invalid (master/service/errors.py, with their codes and HTTP statuses)
     └── NotRunning               the CLI found no master listening on the control socket
 
 Protocol errors (saltmarsh.protocol.errors) are caught at the request
 channel's boundary and logged; config errors (ConfigError) end start-up.
 """
+
+from typing import ClassVar
 
 
 class MasterError(Exception):
@@ -14,7 +18,9 @@ class MasterError(Exception):
 
 
 class CommandError(MasterError):
-    """Raised by a control command whose request cannot be carried out."""
+    """Raised when an operator's request cannot be carried out; ``code`` names its kind (``refused`` if untyped)."""
+
+    code: ClassVar[str] = "refused"
 
 
 class NotRunning(MasterError):

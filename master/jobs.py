@@ -23,7 +23,6 @@ from saltmarsh.protocol.redaction import holds_secret, redact
 from saltmarsh.protocol.tags import job_new_tag, job_ret_tag
 from saltmarsh.protocol.targeting import describe, is_everyone, matches
 
-from .errors import CommandError
 from .eventbus import EventBus
 from .groupcommit import ReturnCommits
 from .jobcache import JobCache
@@ -31,6 +30,7 @@ from .keys import KeyManager
 from .presence import Presence
 from .publisher import Publisher
 from .request_channel import Request
+from .service.errors import NotFound
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +66,10 @@ class JobRouter:
     def prepare(
         self, fun: str, target: Target, args: list[Any], kwargs: dict[str, Any], timeout: float
     ) -> tuple[Job, list[str]]:
-        """Build a job and its expected agents; CommandError if nobody matches."""
+        """Build a job and its expected agents; NotFound if nobody matches."""
         expected = self.expected_agents(target)
         if not expected:
-            raise CommandError(f"no accepted agent matches target {describe(target)}")
+            raise NotFound(f"no accepted agent matches target {describe(target)}")
         job = Job(jid=new_jid(), fun=fun, target=target, args=args, kwargs=kwargs, timeout=timeout)
         return job, expected
 
@@ -138,7 +138,7 @@ class JobRouter:
         """
         expected = self.expected_agents(target)
         if not expected:
-            raise CommandError(f"no accepted agent matches target {describe(target)}")
+            raise NotFound(f"no accepted agent matches target {describe(target)}")
         missing = {agent: self._presence.why_silent(agent) for agent in expected if not self._presence.is_up(agent)}
         up = [agent for agent in expected if agent not in missing]
         if not up:
@@ -151,7 +151,7 @@ class JobRouter:
         """For each expected agent that has not answered ``jid``, why."""
         record = self._cache.get_job(jid)
         if record is None:
-            raise CommandError(f"no job {jid}")
+            raise NotFound(f"no job {jid}")
         answered = self._cache.returns(jid)
         return {a: self._presence.why_silent(a) for a in record.expected if a not in answered}
 

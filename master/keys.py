@@ -26,11 +26,11 @@ from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Message, Refused,
 from saltmarsh.protocol.ratelimit import LogRateLimit
 from saltmarsh.protocol.tags import key_tag
 
-from .errors import CommandError
 from .eventbus import EventBus
 from .presence import Presence
 from .publisher import SessionKeys
 from .request_channel import Request, RequestChannel
+from .service.errors import Invalid, NotFound
 from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class KeyManager:
         _valid_command_id(agent_id, "key command")
         record = self._store.get(agent_id)
         if record is None:
-            raise CommandError(f"no key for agent {agent_id!r}")
+            raise NotFound(f"no key for agent {agent_id!r}")
         return record
 
     def _set_state(self, agent_id: str, state: KeyState) -> AgentKey:
@@ -212,11 +212,11 @@ class KeyManager:
 
 
 def _valid_command_id(agent_id: str, what: str) -> None:
-    """CommandError (and a logged reason) for an id that is not a safe name, before any path is built."""
+    """Invalid (and a logged reason) for an id that is not a safe name, before any path is built."""
     try:
         validate_agent_id(agent_id)
     except ValueError as exc:
         # The control socket is local and owner-only, so this is an operator's typo or a script's
         # bug, not a flood: every one is logged.
         log.warning("refused %s: %s", what, exc)
-        raise CommandError(str(exc)) from exc
+        raise Invalid(str(exc)) from exc

@@ -11,35 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from .config import VirtMasterFile
 from .controller import Controller
-from .errors import CommandError
 from .eventbus import Event, EventBus
 from .inventory import Inventory
 from .presence import Presence
+from .service.errors import Conflict, NotFound, Refused, TimedOut, Unavailable
+from .service.types.vms import MigrateRequest
 
 log = logging.getLogger(__name__)
 
 CONFIRM_SECONDS = 15.0
-
-
-@dataclass(frozen=True)
-class MigrateRequest:
-    """``virt migrate`` as the operator asked for it."""
-
-    name: str
-    target: str
-    offline: bool = False
-    copy_storage: str = ""
-    max_downtime_ms: int = 0
-    bandwidth_mib: int = 0
-    postcopy: bool = False
-    dry_run: bool = False
-    timeout: float = 600.0
 
 
 def migrate_uri_for(target_uri: str) -> str:
@@ -72,29 +57,29 @@ class Migrations:
         return self._settings.migration_uris.get(agent_id, f"qemu+tls://{agent_id}/system")
 
     def plan(self, request: MigrateRequest) -> dict[str, Any]:
-        """Where the VM is, where it goes, and why the target is fit; CommandError otherwise."""
+        """Where the VM is, where it goes, and why the target is fit; a typed error otherwise."""
         source = self._controller.holder(request.name)
         target = self._inventory.get(request.target)
         if request.target == source:
-            raise CommandError(f"{request.name} already runs on {source}")
+            raise Conflict(f"{request.name} already runs on {source}")
         if target is None:
-            raise CommandError(f"no hypervisor {request.target!r} in the inventory")
+            raise NotFound(f"no hypervisor {request.target!r} in the inventory")
         if not self._presence.is_up(request.target):
-            raise CommandError(f"target {request.target} is unreachable")
+            raise Unavailable(f"target {request.target} is unreachable")
         if not target.available:
-            raise CommandError(f"target {request.target} has no libvirt: {target.error or 'no inventory yet'}")
+            raise Unavailable(f"target {request.target} has no libvirt: {target.error or 'no inventory yet'}")
         if target.maintenance:
-            raise CommandError(f"target {request.target} is in maintenance")
+            raise Refused(f"target {request.target} is in maintenance")
         vm = self._inventory.get(source).vms[request.name]  # type: ignore[union-attr]
         needed = int(vm.get("current_memory_mib", vm.get("memory_mib", 0)))
         if target.freemem < needed:
-            raise CommandError(f"target {request.target} has {target.freemem} MiB free, {request.name} needs {needed}")
+            raise Unavailable(f"target {request.target} has {target.freemem} MiB free, {request.name} needs {needed}")
         return {"vm": request.name, "source": source, "target": request.target,
                 "target_uri": self.uri_of(request.target), "tunnelled": self._settings.tunnel,
                 "memory_mib": needed, "target_freemem": target.freemem}
 
     async def migrate(self, request: MigrateRequest) -> dict[str, Any]:
-        """Migrate and confirm from both sides' events; CommandError names the cause of a failure."""
+        """Migrate and confirm from both sides' events; a typed error names the cause of a failure."""
         plan = self.plan(request)
         if request.dry_run:
             return {"dry_run": True, **plan}
@@ -126,7 +111,7 @@ class Migrations:
             try:
                 await asyncio.wait_for(confirmed.wait(), CONFIRM_SECONDS)
             except TimeoutError as exc:
-                raise CommandError(f"libvirt reported {request.name} migrated, but the events of "
+                raise TimedOut(f"libvirt reported {request.name} migrated, but the events of "
                                    f"{', '.join(s for s in ('source', 'target') if s not in seen)} did not confirm it "
                                    f"within {CONFIRM_SECONDS:.0f} s") from exc
         finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .errors import CommandError
+from .service.errors import Invalid
 
 # With QEMU's user networking (NIC type "user") the guest reaches the host's loopback here.
 USER_NET_HOST = "10.0.2.2"
@@ -25,8 +25,8 @@ def seed_address(requested: str | None, configured: str, interface: str) -> str:
     if fault:
         source = ("--master-address" if requested else
                   "seed.master_address in master.yaml" if configured else "the master's interface")
-        raise CommandError(f"cannot seed with master address {address!r} ({source}): {fault}; "
-                           "give one the guest can reach with --master-address or seed.master_address")
+        raise Invalid(f"cannot seed with master address {address!r} ({source}): {fault}; "
+                      "give one the guest can reach with --master-address or seed.master_address")
     return address
 
 

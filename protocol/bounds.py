@@ -1,15 +1,12 @@
 """Numbers the master, the agents and the CLI agree on, in a module that imports nothing.
 
 The CLI reads its defaults and bounds from here while it builds its parser, so ``saltmarsh
---help`` pays for no schema library; the schemas (protocol/messages.py, master/commands/)
+--help`` pays for no schema library; the schemas (protocol/messages.py, master/service/types/)
 take the same constants, so each is written once.
 """
 
 # The longest wait a job or a query carries (Interval): a larger one is refused.
 MAX_INTERVAL = 1e9
-# A job's deadline on each agent when ``saltmarsh run`` is given no --timeout (the command's
-# own default too: a client that leaves it out gets the same job as one that types the CLI's).
-DEFAULT_RUN_TIMEOUT = 10.0
 # Where master.yaml and agent.yaml are read from without -c (both daemons and the CLI).
 DEFAULT_CONFIG_DIR = "/etc/saltmarsh"
 # A batch (``run -b``): the most agents at once a count may name, and the longest pause after each.
@@ -18,3 +15,5 @@ MAX_BATCH_PAUSE = 86_400.0
 # Join tokens (saltmarsh key token --ttl): a token meant for a machine not built within a month
 # is better issued when it is.
 MAX_TOKEN_TTL = 30 * 24 * 3600.0
+# ``virt console-log --lines``: the most lines of a VM's serial console one call returns.
+MAX_CONSOLE_LINES = 10_000

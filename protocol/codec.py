@@ -2,7 +2,7 @@
 
 msgspec decodes msgpack straight into typed Structs, rejects unknown fields,
 wrong types and over-long strings in one pass, in C; that is the schema check
-of DESIGN.md's property 7 and it is several times faster than msgpack plus a
+of docs/architecture.md's property 7 and it is several times faster than msgpack plus a
 hand-written validator. Every decoding error becomes MalformedFrame here,
 with msgspec's message cut to MAX_REASON characters and its control
 characters escaped: msgspec quotes an unknown field's name verbatim, and that

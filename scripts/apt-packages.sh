@@ -15,6 +15,8 @@ ensure_packages() {
         return 0
     fi
     echo "$who: installing ${missing[*]}"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # Another set-up (a second checkout, unattended-upgrades) may hold dpkg's lock: wait for it.
+    local wait=(-o DPkg::Lock::Timeout=600)
+    apt-get "${wait[@]}" update -q
+    DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -q --no-install-recommends "${missing[@]}"
 }

@@ -2,8 +2,19 @@
 # The demo: set up (idempotent), then a master and three agents on loopback, each agent on
 # libvirt's built-in test:///default driver. Keys are accepted, jobs run, and the events they
 # raise stream beside them. Everything lives in ./demo-run and stops at the end.
+#
+# --kvm (as root): a real guest instead. The Debian image is built from this tree (or reused, if the
+# one in /var/cache/saltmarsh-images/demo was built from it), a real libvirtd is started unless one
+# runs, then a master, a hypervisor agent on qemu:///system, and a seeded guest whose own agent joins
+# and answers test.ping; the time it took is printed. Everything started is stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ ${1:-} == --kvm ]]; then
+    exec bash scripts/demo-kvm.sh
+elif (($#)); then
+    echo "usage: bash scripts/demo.sh [--kvm]" >&2
+    exit 2
+fi
 bash scripts/setup.sh
 
 BIN=$PWD/.venv/bin

@@ -233,6 +233,11 @@ class Cluster:
         codes["master"] = self.master.stop()
         return codes
 
+    def print_log_tails(self, daemons: int = 10, chars: int = 3000) -> None:
+        """The tail of the master's log and the first agents', on stderr: what a benchmark shows on failure."""
+        for daemon in [self.master, *self.agents.values()][:daemons]:
+            print(f"----- {daemon.name} log (tail) -----\n{daemon.log()[-chars:]}", file=sys.stderr)
+
 
 
 

@@ -423,3 +423,23 @@ def blank_qcow2(path: Path | str, size: str = "64M") -> Path:
         raise LibvirtdError(f"qemu-img create {path} failed: {proc.stderr.strip()}")
     path.chmod(0o644)
     return path
+
+
+@contextlib.contextmanager
+def libvirtd_with_image_dir(domain_prefix: str = TEST_PREFIX) -> Iterator[tuple[RealLibvirtd, Path]]:
+    """The system libvirtd (started unless one runs) and a fresh image directory QEMU can reach.
+
+    On exit the domains named ``domain_prefix...`` are removed, then the directory, then libvirtd is
+    stopped if it was started here: what every benchmark on the real libvirtd does around its cluster.
+    """
+    daemon = RealLibvirtd()
+    daemon.start()
+    image_dir = make_image_dir()
+    try:
+        yield daemon, image_dir
+    finally:
+        try:
+            daemon.remove_test_domains(domain_prefix)
+        finally:
+            remove_image_dir(image_dir)
+            daemon.stop()

@@ -1,4 +1,4 @@
-"""DESIGN.md "Message security", property 7: bounded input on both ends, never a crash.
+"""docs/architecture.md "Message security", property 7: bounded input on both ends, never a crash.
 
 Malformed frames of every kind go to a real master's request port and, from a
 fake master made of raw ZeroMQ sockets, to a real agent on both its channels.

@@ -1,4 +1,4 @@
-"""DESIGN.md "Message security", properties 1 to 6: each one attacked on the wire.
+"""docs/architecture.md "Message security", properties 1 to 6: each one attacked on the wire.
 
 Real master and agent processes (tests/cluster.py), real ZeroMQ sockets that
 the tests connect themselves, and real keys: frames are built with the

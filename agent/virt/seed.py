@@ -16,13 +16,18 @@ from typing import Any
 
 import yaml
 
+from saltmarsh.protocol.guest import AGENT_CONFIG_PATH, AGENT_UNIT, AGENT_USER
+
 from .disks import create_private_file
 
-AGENT_CONFIG_PATH = "/etc/saltmarsh/agent.yaml"
 # The shipped unit runs the agent as this user: it must read its config (the join token is in it)
 # and nobody else may. The image makes the user before cloud-init runs (saltmarsh image build).
-AGENT_CONFIG_OWNER = "root:saltmarsh"
+AGENT_CONFIG_OWNER = f"root:{AGENT_USER}"
 AGENT_CONFIG_MODE = "0640"
+# Images from `saltmarsh image build` start the agent themselves once its config exists (their
+# saltmarsh-agent.path); this starts it on images without that unit. Only if it is not running:
+# `systemctl enable` reloads systemd, 4 s under TCG, while the agent is still joining.
+START_AGENT = f"systemctl is-active --quiet {AGENT_UNIT} || systemctl enable --now {AGENT_UNIT} || true"
 
 
 def user_data(agent_config: dict[str, Any]) -> str:
@@ -30,7 +35,7 @@ def user_data(agent_config: dict[str, Any]) -> str:
     document = {
         "write_files": [{"path": AGENT_CONFIG_PATH, "owner": AGENT_CONFIG_OWNER, "permissions": AGENT_CONFIG_MODE,
                          "content": yaml.safe_dump(agent_config, sort_keys=True)}],
-        "runcmd": [["sh", "-c", "systemctl enable --now saltmarsh-agent || true"]],
+        "runcmd": [["sh", "-c", START_AGENT]],
     }
     return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
 

@@ -5,6 +5,10 @@ refused or did not answer; 2 bad usage. Every failure is one line on stderr,
 never a traceback: usage errors from the parser (OneLineParser), the master's
 refusals (MasterError), a config file that cannot be read (ConfigError), and
 the operating system's refusals (OSError: a file or socket we may not open).
+With ``--json``, a refusal of the master is also printed on stdout as
+``{"error": {"code": CODE, "message": LINE}}``, CODE its stable kind
+(master/service/errors.py: not_found, conflict, unavailable, timed_out, refused,
+invalid, internal), the shape the HTTP API answers with.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ from pathlib import Path
 from saltmarsh.protocol.bounds import DEFAULT_CONFIG_DIR
 from saltmarsh.protocol.errors import ConfigError
 
-from ..errors import MasterError
+from ..errors import CommandError, MasterError
 from .arguments import OneLineParser
-from .output import fail
+from .output import fail, print_json
 from .table import HELP, MODULES
 
 
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         status: int = args.handler(args)
     except (MasterError, ConfigError) as exc:
         fail(exc)
+        if isinstance(exc, CommandError) and getattr(args, "json", False):
+            print_json({"error": {"code": exc.code, "message": str(exc)}})
         return 1
     except BrokenPipeError:
         return 0  # the reader went away (| head): nothing left to tell

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from .arguments import seconds, target_arguments
-from .connect import connect
+from .connect import connect, given
 from .output import block, clean, fail, print_json
 from .table import HELP
 
@@ -52,15 +52,16 @@ def agent_list(args: argparse.Namespace) -> int:
     """One line per agent: id, key, state and since when, last seen, jobs, libvirt, version, address, labels."""
     from saltmarsh.protocol.targeting import make_target
 
-    query: dict[str, Any] = {} if args.timeout is None else {"timeout": args.timeout}
-    if args.target is not None:
-        try:
-            query["target"] = make_target(args.target, as_list=args.as_list, as_labels=args.as_labels)
-        except ValueError as exc:
-            fail(f"bad target: {exc}")
-            return 2
+    from ..service.types.agents import AgentListRequest
+
+    try:
+        target = None if args.target is None else make_target(args.target, as_list=args.as_list,
+                                                               as_labels=args.as_labels)
+    except ValueError as exc:
+        fail(f"bad target: {exc}")
+        return 2
     with connect(args.config_dir) as client:
-        views: list[dict[str, Any]] = client.call("agent.list", **query)
+        views: list[dict[str, Any]] = client.request(given(AgentListRequest, target=target, timeout=args.timeout))
     if args.json:
         print_json(views)
         return 0
@@ -77,9 +78,10 @@ def agent_list(args: argparse.Namespace) -> int:
 
 def agent_show(args: argparse.Namespace) -> int:
     """Every field the master holds of one agent."""
-    query: dict[str, Any] = {"id": args.id} if args.timeout is None else {"id": args.id, "timeout": args.timeout}
+    from ..service.types.agents import AgentShowRequest
+
     with connect(args.config_dir) as client:
-        view: dict[str, Any] = client.call("agent.show", **query)
+        view: dict[str, Any] = client.request(given(AgentShowRequest, id=args.id, timeout=args.timeout))
     if args.json:
         print_json(view)
         return 0

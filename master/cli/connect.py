@@ -6,7 +6,9 @@ command that only parses its words (``--help``, a usage error) pays for none of 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,3 +24,9 @@ def connect(config_dir: Path, reply_timeout: float | None = None) -> MasterClien
     from ..client import DEFAULT_REPLY_TIMEOUT, MasterClient
 
     return MasterClient.from_config_dir(config_dir, DEFAULT_REPLY_TIMEOUT if reply_timeout is None else reply_timeout)
+
+
+def given(kind: type[R], **fields: Any) -> R:
+    """A typed request of ``kind`` from the options the operator gave: one left out (None) keeps the
+    request's own default (master/service/types/), so the CLI never writes a default of its own."""
+    return kind(**{name: value for name, value in fields.items() if value is not None})

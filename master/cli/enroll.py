@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .arguments import seconds
-from .connect import connect
+from .connect import connect, given
 from .output import fail
 
 TOKEN_TTL = 3600.0
@@ -57,8 +57,10 @@ def host_enroll(args: argparse.Namespace) -> int:
     except (BuildRefused, OSError) as exc:
         fail(f"no saltmarsh units to install: {exc}")
         return 2
+    from ..service.types.keys import TokenRequest
+
     with connect(args.config_dir) as client:
-        issued = client.call("key.token", id=args.id, ttl=args.ttl)
+        issued = client.request(given(TokenRequest, id=args.id, ttl=args.ttl))
     expires = datetime.datetime.fromtimestamp(issued["expires"], datetime.UTC)
     print(script(Enrollment(agent_id=args.id, master_address=address, publish_port=config.publish_port,
                             request_port=config.request_port, master_key=issued["master_key"],

@@ -12,17 +12,17 @@ import re
 import sys
 from typing import TYPE_CHECKING, Any
 
-from saltmarsh.protocol.bounds import DEFAULT_RUN_TIMEOUT, MAX_BATCH_COUNT, MAX_BATCH_PAUSE
+from saltmarsh.protocol.bounds import MAX_BATCH_COUNT, MAX_BATCH_PAUSE
 
 from .arguments import integer, seconds, target_arguments
-from .connect import connect
+from .connect import connect, given
 from .output import block, clean, fail, parse_value, print_json
 from .table import HELP
 
 if TYPE_CHECKING:
     from saltmarsh.protocol.messages import Target
 
-    from ..client import JobOutcome
+    from ..service.types.jobs import JobOutcome
 
 KWARG = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
 # The key under which ``run --json`` lists the agents that did not answer. Agent ids start
@@ -41,7 +41,7 @@ def register_run(sub: Any) -> None:
     run = sub.add_parser("run", help=HELP["run"])
     run.add_argument("-L", "--list", dest="as_list", action="store_true", help="TARGET is a comma-separated id list")
     run.add_argument("-l", "--labels", dest="as_labels", action="store_true", help="TARGET is key=value,... labels")
-    run.add_argument("--timeout", type=seconds(), default=DEFAULT_RUN_TIMEOUT,
+    run.add_argument("--timeout", type=seconds(), default=None,
                      help="the job's deadline on each agent, and how long to wait for them")
     run.add_argument("--json", action="store_true",
                      help=f"print {{agent: result}}, and {{{MISSING_KEY!r}: {{agent: reason}}}} if any did not answer")
@@ -49,7 +49,7 @@ def register_run(sub: Any) -> None:
                      help="print the jid at once and do not wait (see `saltmarsh job wait JID`)")
     run.add_argument("-b", "--batch", type=batch_size, default=None, metavar="N|P%",
                      help="run on at most N agents (or P %% of them) at a time, the next as one finishes")
-    run.add_argument("--batch-wait", type=seconds(MAX_BATCH_PAUSE), default=0.0, metavar="S",
+    run.add_argument("--batch-wait", type=seconds(MAX_BATCH_PAUSE), default=None, metavar="S",
                      help="with -b: pause S seconds after each agent finishes before the next starts")
     run.add_argument("--fail-fast", action="store_true",
                      help="with -b: start no more agents once one failed or did not answer")
@@ -64,7 +64,7 @@ def register_job(sub: Any) -> None:
     job = sub.add_parser("job", help=HELP["job"])
     actions = job.add_subparsers(dest="action", required=True)
     listing = actions.add_parser("list", help="newest jobs first")
-    listing.add_argument("--limit", type=integer(1), default=50)
+    listing.add_argument("--limit", type=integer(1), default=None)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=job_list)
     show = actions.add_parser("show", help="a job and its returns")
@@ -146,9 +146,11 @@ def run_job(args: argparse.Namespace) -> int:
         return 2
     with connect(args.config_dir) as client:
         if args.batch is not None:
+            from ..service.types.jobs import BatchSize
+
             outcome = client.run_batch(target, args.function, fun_args, fun_kwargs, args.timeout,
-                                       batch=args.batch, pause=args.batch_wait, fail_fast=args.fail_fast,
-                                       on_started=_report_batch_start)
+                                       batch=BatchSize(**args.batch), pause=args.batch_wait,
+                                       fail_fast=args.fail_fast, on_started=_report_batch_start)
             return _print_finished(outcome, args.json)
         if args.run_async:
             return _print_submitted(client.submit(target, args.function, fun_args, fun_kwargs, args.timeout),
@@ -248,7 +250,9 @@ def _print_outcome(outcome: JobOutcome) -> None:
 def job_list(args: argparse.Namespace) -> int:
     """Print the newest jobs."""
     with connect(args.config_dir) as client:
-        jobs = client.call("job.list", limit=args.limit)
+        from ..service.types.jobs import JobListRequest
+
+        jobs = client.request(given(JobListRequest, limit=args.limit))
     if args.json:
         print_json(jobs)
         return 0
@@ -266,8 +270,10 @@ def job_show(args: argparse.Namespace) -> int:
     """Print one job with its returns and silent agents."""
     from saltmarsh.protocol.codec import to_builtins
 
+    from ..service.types.jobs import JobRequest
+
     with connect(args.config_dir) as client:
-        job = client.call("job.show", jid=args.jid)
+        job = client.request(JobRequest(args.jid))
     if args.json:
         print_json(to_builtins(job))
         return 0
@@ -289,7 +295,7 @@ def job_running(args: argparse.Namespace) -> int:
 
     from saltmarsh.protocol.codec import to_builtins
 
-    from ..control_messages import RunningReply
+    from ..service.types.jobs import RunningReply, RunningRequest
 
     try:
         target = _target(args)
@@ -297,7 +303,8 @@ def job_running(args: argparse.Namespace) -> int:
         fail(f"bad target: {exc}")
         return 2
     with connect(args.config_dir) as client:
-        reply = msgspec.convert(client.call("job.running", **_query(target, args.timeout)), type=RunningReply)
+        reply = msgspec.convert(client.request(given(RunningRequest, target=target, timeout=args.timeout)),
+                                type=RunningReply)
     rows = [{"agent": agent, **to_builtins(job)} for agent, jobs in sorted(reply.running.items()) for job in jobs]
     if args.json:
         print_json(rows)
@@ -317,7 +324,7 @@ def job_kill(args: argparse.Namespace) -> int:
 
     from saltmarsh.protocol.codec import to_builtins
 
-    from ..control_messages import KillReply
+    from ..service.types.jobs import KillReply, KillRequest
 
     try:
         target = _target(args)
@@ -325,7 +332,7 @@ def job_kill(args: argparse.Namespace) -> int:
         fail(f"bad target: {exc}")
         return 2
     with connect(args.config_dir) as client:
-        reply = msgspec.convert(client.call("job.kill", jid=args.jid, **_query(target, args.timeout)),
+        reply = msgspec.convert(client.request(given(KillRequest, jid=args.jid, target=target, timeout=args.timeout)),
                                 type=KillReply)
     if args.json:
         print_json({agent: to_builtins(report) for agent, report in reply.reports.items()})
@@ -334,16 +341,6 @@ def job_kill(args: argparse.Namespace) -> int:
             print(f"{clean(agent)}: {report.outcome} job {clean(reply.jid)}: {clean(report.how)}")
     sys.stdout.flush()
     return _report_missing(reply.missing, f"did not answer the kill of job {reply.jid}")
-
-
-def _query(target: Target | None, timeout: float | None) -> dict[str, Any]:
-    """The optional arguments of a query, left out when not given (the master's defaults apply)."""
-    query: dict[str, Any] = {}
-    if target is not None:
-        query["target"] = target
-    if timeout is not None:
-        query["timeout"] = timeout
-    return query
 
 
 def _report_missing(missing: dict[str, str], what: str) -> int:

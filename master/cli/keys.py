@@ -8,7 +8,7 @@ from typing import Any
 from saltmarsh.protocol.bounds import MAX_TOKEN_TTL
 
 from .arguments import seconds
-from .connect import connect
+from .connect import connect, given
 from .output import clean, fail, print_json
 from .table import HELP
 
@@ -27,10 +27,10 @@ def register(sub: Any) -> None:
     for name, done in (("reject", "rejected"), ("delete", "deleted")):
         action = actions.add_parser(name, help=f"{name} a key; the agent gets no further job")
         action.add_argument("id")
-        action.set_defaults(handler=key_change, cmd=f"key.{name}", done=done)
+        action.set_defaults(handler=key_change, done=done)
     token = actions.add_parser("token", help="a one-time join token that gets agent ID accepted on first contact")
     token.add_argument("id")
-    token.add_argument("--ttl", type=seconds(MAX_TOKEN_TTL), default=3600.0,
+    token.add_argument("--ttl", type=seconds(MAX_TOKEN_TTL), default=None,
                        help=f"seconds the token stays valid (at most {MAX_TOKEN_TTL:.0f})")
     token.add_argument("--json", action="store_true")
     token.set_defaults(handler=key_token)
@@ -42,8 +42,10 @@ def register(sub: Any) -> None:
 
 def key_list(args: argparse.Namespace) -> int:
     """Print keys by state."""
+    from ..service.types.keys import KeyListRequest
+
     with connect(args.config_dir) as client:
-        keys = client.call("key.list")
+        keys = client.request(KeyListRequest())
     if args.json:
         print_json(keys)
         return 0
@@ -59,8 +61,10 @@ def key_accept(args: argparse.Namespace) -> int:
     if (args.id is not None) == bool(args.all) or args.id == "":
         fail("key accept takes an ID or --all")
         return 2
+    from ..service.types.keys import KeyAcceptRequest
+
     with connect(args.config_dir) as client:
-        accepted = client.call("key.accept", id=args.id or "", all=args.all)
+        accepted = client.request(KeyAcceptRequest(args.id or "", args.all))
     for agent_id in accepted:
         print(f"accepted {clean(agent_id)}")
     if not accepted:
@@ -70,8 +74,11 @@ def key_accept(args: argparse.Namespace) -> int:
 
 def key_change(args: argparse.Namespace) -> int:
     """Reject or delete a key."""
+    from ..service.types.keys import KeyDeleteRequest, KeyRejectRequest
+
+    kind = KeyRejectRequest if args.done == "rejected" else KeyDeleteRequest
     with connect(args.config_dir) as client:
-        client.call(args.cmd, id=args.id)
+        client.request(kind(args.id))
     print(f"{args.done} {clean(args.id)}")
     return 0
 
@@ -80,8 +87,10 @@ def key_token(args: argparse.Namespace) -> int:
     """Issue a join token and print the agent.yaml lines that use it."""
     import datetime
 
+    from ..service.types.keys import TokenRequest
+
     with connect(args.config_dir) as client:
-        issued = client.call("key.token", id=args.id, ttl=args.ttl)
+        issued = client.request(given(TokenRequest, id=args.id, ttl=args.ttl))
     if args.json:
         print_json(issued)
         return 0
@@ -98,8 +107,10 @@ def key_finger(args: argparse.Namespace) -> int:
     if args.id == "":  # an empty id would ask for every fingerprint, which is not what was typed
         fail("key finger takes an agent id, or none for every key")
         return 2
+    from ..service.types.keys import KeyFingerRequest
+
     with connect(args.config_dir) as client:
-        prints = client.call("key.finger", id=args.id or "")
+        prints = client.request(KeyFingerRequest(args.id or ""))
     if args.json:
         print_json(prints)
     else:

@@ -37,8 +37,10 @@ def pki_init(args: argparse.Namespace) -> int:
 
 def pki_status(args: argparse.Namespace) -> int:
     """Print the CA and every issued certificate."""
+    from ..service.types.pki import PkiStatusRequest
+
     with connect(args.config_dir) as client:
-        status = client.call("pki.status")
+        status = client.request(PkiStatusRequest())
     if args.json:
         print_json(status)
         return 0

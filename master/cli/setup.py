@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from .arguments import seconds
-from .connect import connect
+from .connect import connect, given
 from .output import clean, fail, print_json
 
 if TYPE_CHECKING:
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 SHOWN = {"unchanged": "unchanged", "would_change": "would change", "changed": "changed", "failed": "failed",
          "rolled_back": "rolled back"}
 FAILED = ("failed", "rolled_back")
-DEFAULT_TIMEOUT = 1800.0  # packages on a fresh host over a slow mirror
 
 
 def register(host_actions: Any) -> None:
@@ -35,7 +34,7 @@ def register(host_actions: Any) -> None:
     setup.add_argument("-l", "--labels", dest="as_labels", action="store_true", help="TARGET is key=value,... labels")
     setup.add_argument("--profile", help="the profile for every targeted host (default: by their labels)")
     setup.add_argument("--dry-run", action="store_true", help="change nothing: show what would change")
-    setup.add_argument("--timeout", type=seconds(), default=DEFAULT_TIMEOUT)
+    setup.add_argument("--timeout", type=seconds(), default=None, help="seconds to wait for the hosts")
     setup.add_argument("--json", action="store_true")
     setup.set_defaults(handler=host_setup)
 
@@ -49,10 +48,12 @@ def host_setup(args: argparse.Namespace) -> int:
     except ValueError as exc:
         fail(f"bad target: {exc}")
         return 2
+    from ..service.types.hosts import SetupRequest
+
+    request = given(SetupRequest, target=target, profile=args.profile, dry_run=args.dry_run, timeout=args.timeout)
     on_event = (lambda event: None) if args.json else _progress
-    with connect(args.config_dir, reply_timeout=args.timeout + 30) as client:
-        result = client.call_with_events("host.setup", on_event, target=target, profile=args.profile,
-                                         dry_run=args.dry_run, timeout=args.timeout)
+    with connect(args.config_dir, reply_timeout=request.timeout + 30) as client:
+        result = client.request_with_events(request, on_event)
     hosts = result["hosts"]
     if args.json:
         print_json(result)

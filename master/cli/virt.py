@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from saltmarsh.protocol.bounds import MAX_CONSOLE_LINES
 
 from . import enroll, setup
 from .arguments import integer, labels, seconds
-from .connect import connect
+from .connect import connect, given
 from .output import clean, fail, print_json
 from .table import HELP
+
+if TYPE_CHECKING:
+    from ..service.types.vms import WaitJoinedRequest
 
 OPERATIONS = ("start", "shutdown", "stop", "reboot", "reset", "pause", "resume", "purge", "info", "vnc")
 SIZE = re.compile(r"^(\d+)([MmGg]?)i?[Bb]?$")
@@ -42,7 +47,7 @@ def register_virt(sub: Any) -> None:
         parser = actions.add_parser(op, help=f"{op} a VM by name, on whichever hypervisor holds it")
         parser.add_argument("name")
         parser.add_argument("--json", action="store_true")
-        parser.add_argument("--timeout", type=seconds(), default=120.0)
+        parser.add_argument("--timeout", type=seconds(), default=None)
         parser.set_defaults(handler=operate, op=op)
     migrate = actions.add_parser("migrate", help="move a running VM to another hypervisor over libvirt TLS")
     migrate.add_argument("name")
@@ -55,7 +60,7 @@ def register_virt(sub: Any) -> None:
                          help="switch to post-copy as soon as memory moves: the VM runs on the target at once and "
                               "pulls the rest (a network failure after the switch loses the VM)")
     migrate.add_argument("--dry-run", action="store_true", help="check the target and show the plan only")
-    migrate.add_argument("--timeout", type=seconds(), default=600.0)
+    migrate.add_argument("--timeout", type=seconds(), default=None)
     migrate.add_argument("--json", action="store_true")
     migrate.set_defaults(handler=migrate_vm)
     abort = actions.add_parser("migrate-abort", help="abort a running migration (the VM stays where it was)")
@@ -63,7 +68,7 @@ def register_virt(sub: Any) -> None:
     abort.set_defaults(handler=abort_migration)
     console = actions.add_parser("console-log", help="the tail of a VM's serial console (why a guest did not boot)")
     console.add_argument("name")
-    console.add_argument("--lines", type=integer(1, 10_000), default=50)
+    console.add_argument("--lines", type=integer(1, MAX_CONSOLE_LINES), default=None, help="how many of the last lines")
     console.add_argument("--json", action="store_true")
     console.set_defaults(handler=show_console_log)
 
@@ -93,18 +98,18 @@ def _register_init(actions: Any) -> None:
     init.add_argument("--host")
     init.add_argument("--label", type=labels, action="append", default=[],
                       help="k=v the hypervisor must carry (repeatable)")
-    init.add_argument("--nic-profile", default="default")
-    init.add_argument("--disk-profile", default="default")
+    init.add_argument("--nic-profile", help="default: the agent's profile named default")
+    init.add_argument("--disk-profile", help="default: the agent's profile named default")
     init.add_argument("--enable-qcow", action="store_true", help="qcow2 overlay on the base image, not a copy")
     init.add_argument("--enable-vnc", action="store_true")
     init.add_argument("--seed", action="store_true")
-    init.add_argument("--join-timeout", type=seconds(), default=300.0, metavar="S",
-                      help="with --seed: wait this long for the guest's agent to join (default 300)")
+    init.add_argument("--join-timeout", type=seconds(), default=None, metavar="S",
+                      help="with --seed: wait this long for the guest's agent to join")
     init.add_argument("--no-wait", action="store_true", help="with --seed: do not wait for the guest's agent")
     init.add_argument("--master-address",
                       help="with --seed: the master address the guest's agent uses (default: seed.master_address)")
     init.add_argument("--dry-run", action="store_true", help="show the candidates, why each was dropped, the choice")
-    init.add_argument("--timeout", type=seconds(), default=600.0)
+    init.add_argument("--timeout", type=seconds(), default=None)
     init.add_argument("--json", action="store_true")
     init.set_defaults(handler=init_vm)
 
@@ -161,8 +166,10 @@ def _print_nested(data: dict[str, Any]) -> None:
 
 def host_info(args: argparse.Namespace) -> int:
     """Print every hypervisor's resources and state."""
+    from ..service.types.vms import HostInfoRequest
+
     with connect(args.config_dir) as client:
-        hosts = client.call("virt.host_info")
+        hosts = client.request(HostInfoRequest())
     if args.json:
         print_json(hosts)
         return 0
@@ -180,8 +187,10 @@ def host_info(args: argparse.Namespace) -> int:
 
 def list_vms(args: argparse.Namespace) -> int:
     """Print VMs per hypervisor."""
+    from ..service.types.vms import VmListRequest
+
     with connect(args.config_dir) as client:
-        vms = client.call("virt.list")
+        vms = client.request(VmListRequest())
     if args.json:
         print_json(vms)
         return 0
@@ -194,8 +203,10 @@ def list_vms(args: argparse.Namespace) -> int:
 
 def query_vms(args: argparse.Namespace) -> int:
     """Print the inventory in the layout of Salt Virt's query."""
+    from ..service.types.vms import QueryRequest
+
     with connect(args.config_dir, reply_timeout=60) as client:
-        result = client.call("virt.query", name=args.name)
+        result = client.request(QueryRequest(args.name))
     if args.json:
         print_json(result)
         return 0
@@ -215,13 +226,14 @@ def init_vm(args: argparse.Namespace) -> int:
     for pairs in args.label:
         wanted.update(pairs)
     image = None if args.image in (None, "none", "-") else args.image
-    request = {"name": args.name, "cpus": args.cpus, "memory_mib": args.memory, "image": image, "host": args.host,
-               "labels": wanted, "nic_profile": args.nic_profile, "disk_profile": args.disk_profile,
-               "enable_qcow": args.enable_qcow, "enable_vnc": args.enable_vnc, "seed": args.seed,
-               "master_address": args.master_address,
-               "dry_run": args.dry_run, "timeout": args.timeout}
-    with connect(args.config_dir, reply_timeout=args.timeout + 10) as client:
-        result = client.call("virt.init", **request)
+    from ..service.types.vms import InitRequest
+
+    request = given(InitRequest, name=args.name, cpus=args.cpus, memory_mib=args.memory, image=image, host=args.host,
+                    labels=wanted, nic_profile=args.nic_profile, disk_profile=args.disk_profile,
+                    enable_qcow=args.enable_qcow, enable_vnc=args.enable_vnc, seed=args.seed,
+                    master_address=args.master_address, dry_run=args.dry_run, timeout=args.timeout)
+    with connect(args.config_dir, reply_timeout=request.timeout + 10) as client:
+        result = client.request(request)
     waits = args.seed and not args.no_wait and not args.dry_run
     if args.json:
         if waits:  # one JSON document: the creation and the join together
@@ -247,7 +259,8 @@ def init_vm(args: argparse.Namespace) -> int:
             print(f"    vnc - {clean(result['host'])}:{clean(graphics.get('port'))} "
                   f"(listen {clean(graphics.get('listen'))}, password {clean(graphics.get('password', '?'))})")
     if waits:
-        print(f"    waiting up to {args.join_timeout:.0f} s for {clean(args.name)}'s own agent to join ...", flush=True)
+        seconds_ = _join_request(args).timeout
+        print(f"    waiting up to {seconds_:.0f} s for {clean(args.name)}'s own agent to join ...", flush=True)
         joined = _wait_joined(args)
         if not joined["joined"]:
             return _not_joined(args, joined)
@@ -255,10 +268,18 @@ def init_vm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _join_request(args: argparse.Namespace) -> WaitJoinedRequest:
+    """The wait for a seeded guest's own agent, as the operator asked for it."""
+    from ..service.types.vms import WaitJoinedRequest
+
+    return given(WaitJoinedRequest, name=args.name, timeout=args.join_timeout)
+
+
 def _wait_joined(args: argparse.Namespace) -> Any:
     """Wait (on the master) for a seeded guest's own agent to come up."""
-    with connect(args.config_dir, reply_timeout=args.join_timeout + 30) as client:
-        return client.call("virt.wait_joined", name=args.name, timeout=args.join_timeout)
+    request = _join_request(args)
+    with connect(args.config_dir, reply_timeout=request.timeout + 30) as client:
+        return client.request(request)
 
 
 def _not_joined(args: argparse.Namespace, joined: Any) -> int:
@@ -281,8 +302,11 @@ def _print_decision(result: dict[str, Any]) -> None:
 
 def operate(args: argparse.Namespace) -> int:
     """Run an operation on a VM by name."""
-    with connect(args.config_dir, reply_timeout=args.timeout + 10) as client:
-        result = client.call("virt.op", op=args.op, name=args.name, timeout=args.timeout)
+    from ..service.types.vms import OpRequest
+
+    request = given(OpRequest, op=args.op, name=args.name, timeout=args.timeout)
+    with connect(args.config_dir, reply_timeout=request.timeout + 10) as client:
+        result = client.request(request)
     if args.json:
         print_json(result)
     elif args.op == "info":
@@ -330,13 +354,15 @@ class ProgressBar:
 
 def migrate_vm(args: argparse.Namespace) -> int:
     """Migrate a VM, showing progress, and print the confirmed outcome."""
-    request = {"name": args.name, "target": args.target, "offline": args.offline, "copy_storage": args.copy_storage,
-               "max_downtime_ms": args.max_downtime, "bandwidth_mib": args.bandwidth, "postcopy": args.postcopy,
-               "dry_run": args.dry_run, "timeout": args.timeout}
+    from ..service.types.vms import MigrateRequest
+
+    request = given(MigrateRequest, name=args.name, target=args.target, offline=args.offline,
+                    copy_storage=args.copy_storage, max_downtime_ms=args.max_downtime, bandwidth_mib=args.bandwidth,
+                    postcopy=args.postcopy, dry_run=args.dry_run, timeout=args.timeout)
     progress = ProgressBar()
     try:
-        with connect(args.config_dir, reply_timeout=args.timeout + 30) as client:
-            result = client.call_with_events("virt.migrate", progress, **request)
+        with connect(args.config_dir, reply_timeout=request.timeout + 30) as client:
+            result = client.request_with_events(request, progress)
     finally:
         progress.end()
     if args.json:
@@ -356,32 +382,40 @@ def migrate_vm(args: argparse.Namespace) -> int:
 
 def abort_migration(args: argparse.Namespace) -> int:
     """Abort a running migration."""
+    from ..service.types.vms import MigrateAbortRequest
+
     with connect(args.config_dir) as client:
-        result = client.call("virt.migrate_abort", name=args.name)
+        result = client.request(MigrateAbortRequest(args.name))
     print(f"aborted the migration of {clean(result['vm'])} on {clean(result['source'])}")
     return 0
 
 
 def set_maintenance(args: argparse.Namespace) -> int:
     """Put a hypervisor in or out of maintenance."""
+    from ..service.types.hosts import MaintenanceRequest
+
     with connect(args.config_dir) as client:
-        result = client.call("host.maintenance", host=args.host, state=args.state)
+        result = client.request(MaintenanceRequest(args.host, args.state))
     print(f"{clean(result['host'])}: maintenance {'on' if result['maintenance'] else 'off'}")
     return 0
 
 
 def set_role(args: argparse.Namespace) -> int:
     """Make an accepted agent a hypervisor or a guest."""
+    from ..service.types.hosts import RoleRequest
+
     with connect(args.config_dir) as client:
-        result = client.call("host.role", id=args.id, role=args.role)
+        result = client.request(RoleRequest(args.id, args.role))
     print(f"{clean(result['id'])}: {clean(result['role'])}")
     return 0
 
 
 def show_console_log(args: argparse.Namespace) -> int:
     """Print the tail of a VM's serial console log."""
+    from ..service.types.vms import ConsoleLogRequest
+
     with connect(args.config_dir) as client:
-        result = client.call("virt.console_log", name=args.name, lines=args.lines)
+        result = client.request(given(ConsoleLogRequest, name=args.name, lines=args.lines))
     if args.json:
         print_json(result)
         return 0

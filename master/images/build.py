@@ -236,7 +236,7 @@ def _base(request: BuildRequest, recipe: Recipe, work: Path, log: IO[str]) -> tu
     debs.mkdir(exist_ok=True, mode=0o755)
     paths = guest.BasePaths(rootfs=work / "base", overlay=work / "overlay", deb_cache=debs,
                             new_deb_cache=work / "debs-new")
-    guest.write_overlay(paths.overlay, guest.BASE_FILES)
+    guest.write_overlay(paths.overlay, guest.base_files(recipe))
     run(guest.base_command(recipe, paths), timeout=MMDEBSTRAP_TIMEOUT, log=log)
     partial = work / tarball.name
     run(["tar", "-C", str(paths.rootfs), "--numeric-owner", "--xattrs", "--xattrs-include=*",

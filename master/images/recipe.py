@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import BuildRefused
 
-BUILDER = 1
+BUILDER = 2
 # Each release the builder knows, with the Python it ships: the agent's wheels are built with the
 # master host's /usr/bin/python3, so they only fit a guest with the same Python.
 RELEASES: dict[str, str] = {"bookworm": "3.11", "trixie": "3.13"}

@@ -8,65 +8,46 @@ lane), so it is their word, not a guess from the job cache.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from saltmarsh.pki.keystore import AgentKey, KeyState
 from saltmarsh.protocol.jobcontrol import RunningJob
-from saltmarsh.protocol.messages import Interval, Target
+from saltmarsh.protocol.messages import Target
 from saltmarsh.protocol.targeting import describe, matches
 
-from ..control_messages import AgentStatus, AgentView
-from ..errors import CommandError
-from . import CommandContext, command, parse_args
-from .jobs import QUERY_TIMEOUT
+from .errors import NotFound, ServiceError
+from .registry import ServiceContext, operation
+from .types.agents import AgentListRequest, AgentShowRequest, AgentStatus, AgentView
 
 
-class AgentListArgs(msgspec.Struct, forbid_unknown_fields=True):
-    """Which agents to show (every known one by default) and how long to wait for their job counts."""
-
-    target: Target | None = None
-    timeout: Interval = QUERY_TIMEOUT
-
-
-class AgentShowArgs(msgspec.Struct, forbid_unknown_fields=True):
-    """One agent, by id."""
-
-    id: str
-    timeout: Interval = QUERY_TIMEOUT
-
-
-@command("agent.list")
-async def agent_list(ctx: CommandContext, args: dict[str, Any]) -> list[AgentView]:
+@operation(AgentListRequest)
+async def agent_list(ctx: ServiceContext, req: AgentListRequest) -> list[AgentView]:
     """Every agent with a key (pending, accepted or rejected) that ``target`` names, sorted by id.
 
-    CommandError if a target is given and names none: a mistyped target is told, not shown as no agents.
+    NotFound if a target is given and names none: a mistyped target is told, not shown as no agents.
     """
-    parsed = parse_args(args, AgentListArgs)
     keys = [key for key in ctx.master.keys.store.all()
-            if parsed.target is None or matches(parsed.target, key.agent_id, ctx.master.presence.labels(key.agent_id))]
-    if parsed.target is not None and not keys:
-        raise CommandError(f"no agent matches target {describe(parsed.target)}")  # a typo is told, not an empty list
-    return await _views(ctx, sorted(keys, key=lambda key: key.agent_id), parsed.timeout)
+            if req.target is None or matches(req.target, key.agent_id, ctx.master.presence.labels(key.agent_id))]
+    if req.target is not None and not keys:
+        raise NotFound(f"no agent matches target {describe(req.target)}")
+    return await _views(ctx, sorted(keys, key=lambda key: key.agent_id), req.timeout)
 
 
-@command("agent.show")
-async def agent_show(ctx: CommandContext, args: dict[str, Any]) -> AgentView:
-    """One agent as ``agent.list`` shows it; CommandError if no key has that id."""
-    parsed = parse_args(args, AgentShowArgs)
-    key = ctx.master.keys.store.get(parsed.id)
+@operation(AgentShowRequest)
+async def agent_show(ctx: ServiceContext, req: AgentShowRequest) -> AgentView:
+    """One agent as ``agent.list`` shows it; NotFound if no key has that id."""
+    key = ctx.master.keys.store.get(req.id)
     if key is None:
-        raise CommandError(f"no agent {parsed.id!r} (no key by that id)")
-    return (await _views(ctx, [key], parsed.timeout))[0]
+        raise NotFound(f"no agent {req.id!r} (no key by that id)")
+    return (await _views(ctx, [key], req.timeout))[0]
 
 
-async def _views(ctx: CommandContext, keys: list[AgentKey], timeout: float) -> list[AgentView]:
+async def _views(ctx: ServiceContext, keys: list[AgentKey], timeout: float) -> list[AgentView]:
     counts = await _job_counts(ctx, [key.agent_id for key in keys if key.state is KeyState.ACCEPTED], timeout)
     return [_view(ctx, key, counts.get(key.agent_id)) for key in keys]
 
 
-def _view(ctx: CommandContext, key: AgentKey, counts: tuple[int, int] | str | None) -> AgentView:
+def _view(ctx: ServiceContext, key: AgentKey, counts: tuple[int, int] | str | None) -> AgentView:
     master = ctx.master
     state = master.presence.get(key.agent_id)
     connected = state is not None and state.first_seen > 0
@@ -94,7 +75,7 @@ def _view(ctx: CommandContext, key: AgentKey, counts: tuple[int, int] | str | No
     )
 
 
-async def _job_counts(ctx: CommandContext, accepted: list[str], timeout: float) -> dict[str, tuple[int, int] | str]:
+async def _job_counts(ctx: ServiceContext, accepted: list[str], timeout: float) -> dict[str, tuple[int, int] | str]:
     """Per agent: (jobs queued or running, abandoned threads) by its own word, or why it is not known."""
     presence = ctx.master.presence
     counts: dict[str, tuple[int, int] | str] = {}
@@ -103,7 +84,7 @@ async def _job_counts(ctx: CommandContext, accepted: list[str], timeout: float) 
         return counts
     try:
         returns, missing = await ctx.master.jobs.ask(Target(kind="list", ids=up), "job.running", {}, timeout)
-    except CommandError:
+    except ServiceError:
         return counts  # their keys went meanwhile: nobody left to ask
     for agent, ret in returns.items():
         try:
