@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 DEFAULT_HEARTBEAT = 10.0
 # After a heartbeat got no answer, the hello that follows waits 0 to 2x this long (agent/backoff.py).
 HELLO_SPREAD_SECONDS = 0.5
+REACH_TRY_SECONDS = 3.0  # one try of reach_master: a master that is there answers a heartbeat in milliseconds
+REACH_PAUSE_SECONDS = 0.5
 
 
 class Agent:
@@ -80,7 +82,7 @@ class Agent:
         self.libvirt = LibvirtHost(cfg.libvirt_uri)
         self.watcher = DomainEventWatcher(self.libvirt, cfg.agent_id, self.events.fire_threadsafe)
         self.watcher.start()
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         def request(message: Message, timeout: float) -> concurrent.futures.Future[Message]:
             return asyncio.run_coroutine_threadsafe(self.send(message, timeout), loop)
 
@@ -91,7 +93,7 @@ class Agent:
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
                               self.libvirt, cfg.virt, images,
                               MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls, self.jobs,
-                              cfg.setup_socket)
+                              cfg.setup_socket, self.reach_master)
         self.executor = Executor(ctx, self.jobs, self._job_lanes, self.returns, self.spool,
                                  owns_lanes=self._owns_lanes)
         self.channel = RequestClient(
@@ -137,6 +139,25 @@ class Agent:
             self._lost_acceptance(reply.reason)
             raise NotAuthenticated(f"master refused {message.KIND}: {reply.reason}")
         return reply
+
+    def reach_master(self, seconds: float) -> bool:
+        """From a worker thread: True once the master answers a heartbeat, False if it did not within ``seconds``.
+
+        Each try that gets no answer resets the request socket, so that the next one connects anew
+        (from the host's new address, after a network change).
+        """
+        loop = self._loop
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            attempt = asyncio.run_coroutine_threadsafe(
+                self.send(Heartbeat(key_id=self.subscriber.key_id), min(REACH_TRY_SECONDS, left)), loop)
+            try:
+                attempt.result(left + 1.0)
+                return True
+            except (AgentError, concurrent.futures.TimeoutError):
+                asyncio.run_coroutine_threadsafe(self.channel.reset(), loop).result(REACH_TRY_SECONDS)
+                time.sleep(min(REACH_PAUSE_SECONDS, max(0.0, deadline - time.monotonic())))
+        return False
 
     async def _auth_loop(self) -> None:
         while True:

@@ -11,7 +11,9 @@
         ├── VmConflict         a VM of that name already exists
         ├── InvalidSpec        a VM spec that does not validate
         ├── StateError         a setup state could not be read or applied (the command, its message)
-        └── HelperUnavailable  the privileged setup helper is not there, refused us, or broke off
+        │   └── RolledBack     a network change was undone: the agent did not reach the master again in time
+        ├── HelperUnavailable  the privileged setup helper is not there, refused us, or broke off
+        └── SetupRefused       (in the helper) a request that is not a fresh, unused host.setup job of the master
 
 Config errors are saltmarsh.protocol.errors.ConfigError; protocol errors are
 caught where frames arrive and logged.
@@ -66,6 +68,14 @@ class InvalidSpec(FunctionError):
 
 class StateError(FunctionError):
     """Raised when a setup state cannot be read or applied: what was tried and why it did not work."""
+
+
+class RolledBack(StateError):
+    """Raised when a guarded network change was applied and then undone (its old config restored)."""
+
+
+class SetupRefused(FunctionError):
+    """Raised in the setup helper for a request it must not run: not signed by the master, stale, or replayed."""
 
 
 class HelperUnavailable(FunctionError):

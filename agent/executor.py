@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import time
@@ -46,6 +47,7 @@ from typing import Any
 
 from saltmarsh.protocol.codec import encode
 from saltmarsh.protocol.jobcontrol import KILLED, TIMED_OUT, JobState
+from saltmarsh.protocol.jobproof import JobProof
 from saltmarsh.protocol.messages import ErrorInfo, Job, JobReturn
 
 from . import functions
@@ -84,8 +86,11 @@ class Executor:
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._running: set[asyncio.Task[None]] = set()
 
-    def submit(self, job: Job) -> None:
-        """Start ``job`` unless this jid was already run, here or before a restart."""
+    def submit(self, job: Job, proof: JobProof | None = None) -> None:
+        """Start ``job`` unless this jid was already run, here or before a restart.
+
+        ``proof`` is the job as the master signed it, kept only for functions that hand it on.
+        """
         if job.jid in self._seen or not self._journal(job):
             log.info("job %s already run here: ignored", job.jid)
             return
@@ -93,6 +98,7 @@ class Executor:
         if len(self._seen) > SEEN_JIDS:
             self._seen.popitem(last=False)
         entry = JobEntry(job, functions.lane_of(job.fun), asyncio.get_running_loop())
+        entry.proof = proof if job.fun in functions.PROVEN else None
         self._table.add(entry)
         task = asyncio.create_task(self._run(entry), name=f"job-{job.jid}")
         self._running.add(task)
@@ -129,7 +135,8 @@ class Executor:
     def _execute(self, entry: JobEntry) -> tuple[JobReturn, bool] | None:
         """In a worker thread: run the function, then spool its return unless the job was given up on."""
         with running_in(entry):
-            ret = run_function(self._ctx, entry.job)
+            ctx = self._ctx if entry.proof is None else dataclasses.replace(self._ctx, job_proof=entry.proof)
+            ret = run_function(ctx, entry.job)
         if not entry.settle(DONE):
             log.warning("job %s came back after it was given up on (%s), %.1f s after it arrived: "
                         "its result is dropped", entry.job.jid, entry.outcome, time.monotonic() - entry.clock)

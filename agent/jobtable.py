@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 from saltmarsh.protocol.jobcontrol import KILLED, TIMED_OUT, JobState, KillReport, LaneName, RunningJob
+from saltmarsh.protocol.jobproof import JobProof
 from saltmarsh.protocol.messages import Job
 
 from .errors import FunctionError
@@ -56,6 +57,7 @@ class JobEntry:
         self._lock = threading.Lock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self.killed: list[int] = []  # pids of the children killed with the job
+        self.proof: JobProof | None = None  # the signed job, for a function that hands it on (host.setup)
         self._reported = threading.Event()
         # Set (on the loop) when the job is killed, to wake the executor that waits on its call.
         self.woken: asyncio.Future[None] = loop.create_future()

@@ -33,6 +33,7 @@ from saltmarsh.protocol.daemon import cancel_and_wait
 from saltmarsh.protocol.envelope import Header, parse_outer
 from saltmarsh.protocol.errors import MalformedFrame, ProtocolError, UnknownSender, UnknownSessionKey
 from saltmarsh.protocol.freshness import ReplayGuard
+from saltmarsh.protocol.jobproof import JobProof
 from saltmarsh.protocol.jobseal import PRIVATE_JOB_KIND, job_cipher, unwrap_job_key
 from saltmarsh.protocol.limits import Limits
 from saltmarsh.protocol.messages import Job
@@ -63,7 +64,7 @@ class JobSubscriber:
         trust: MasterTrust,
         limits: Limits,
         link: LinkHeartbeat,
-        on_job: Callable[[Job], None],
+        on_job: Callable[[Job, JobProof], None],
         need_key: Callable[[], None],
         verified: VerifiedFrames,
     ) -> None:
@@ -81,7 +82,7 @@ class JobSubscriber:
         self._guard = ReplayGuard(limits.freshness_seconds)
         self._session: SessionKey | None = None
         self._cipher: SessionCipher | None = None
-        self._held: collections.deque[Header] = collections.deque(maxlen=HELD_FRAMES)
+        self._held: collections.deque[tuple[Header, bytes]] = collections.deque(maxlen=HELD_FRAMES)
         self._reopen = asyncio.Event()
         self._socket, self._monitor = self._connect()
         self.rejected = 0
@@ -111,9 +112,9 @@ class JobSubscriber:
         """Use a new session key, then process frames held for it."""
         self._session, self._cipher = key, key.cipher()
         held, self._held = list(self._held), collections.deque(maxlen=HELD_FRAMES)
-        for header in held:
+        for header, frame in held:
             if header.key_id == key.key_id:
-                self._guarded(functools.partial(self._open, header))
+                self._guarded(functools.partial(self._open, header, frame))
             else:
                 log.warning("dropped a job frame sealed with session key %s, which this agent never held",
                             header.key_id.hex())
@@ -220,16 +221,17 @@ class JobSubscriber:
             self._open_private(parts, header, self._trust.key)
             return
         if self._session is None or header.key_id != self._session.key_id:
-            self._held.append(header)
+            self._held.append((header, parts[1]))
             raise UnknownSessionKey(header.key_id)
-        self._open(header)
+        self._open(header, parts[1])
 
-    def _open(self, header: Header) -> None:
+    def _open(self, header: Header, frame: bytes) -> None:
         if self._session is None or self._cipher is None or header.key_id != self._session.key_id:
             raise UnknownSessionKey(header.key_id)
         if header.kind != Job.KIND:
             raise MalformedFrame(f"unknown published kind {header.kind!r}")
-        self._deliver(decode(self._cipher.decrypt(header.body), Job, "job"))
+        self._deliver(decode(self._cipher.decrypt(header.body), Job, "job"),
+                      JobProof(frame=frame, key=self._session.key))
 
     def _open_private(self, parts: list[bytes], header: Header, master_key: bytes) -> None:
         # A job sealed for named agents comes only on our own topic, with its key wrapped for us.
@@ -237,13 +239,15 @@ class JobSubscriber:
             raise MalformedFrame(f"a {header.kind!r} frame in {len(parts)} parts on topic {parts[0][:64]!r}: "
                                  f"a private job comes on this agent's topic with its wrapped key")
         job_key = unwrap_job_key(self._master_box(master_key), parts[2], header.nonce)
-        self._deliver(decode(job_cipher(job_key).decrypt(header.body), Job, "job"))
+        self._deliver(decode(job_cipher(job_key).decrypt(header.body), Job, "job"),
+                      JobProof(frame=parts[1], key=job_key))
 
     def _master_box(self, master_key: bytes) -> PeerCipher:
         if self._box is None or self._box[0] != master_key:
             self._box = (master_key, PeerCipher(self._identity.curve_private, curve_public(master_key)))
         return self._box[1]
 
-    def _deliver(self, job: Job) -> None:
+    def _deliver(self, job: Job, proof: JobProof) -> None:
+        # The proof holds the frame as it came (no copy): the setup helper checks it again itself.
         if matches(job.target, self._agent_id, self._labels):
-            self._on_job(job)
+            self._on_job(job, proof)

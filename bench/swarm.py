@@ -161,8 +161,10 @@ class BusyLoad:
 class SwarmBench:
     """One master and N swarm agents in P processes, and the measurements made on them."""
 
-    def __init__(self, base: Path, agents: int, processes: int) -> None:
-        self.cluster = Cluster(base, heartbeat_seconds=10.0, log_level="info")
+    def __init__(self, base: Path, agents: int, processes: int, master_settings: dict[str, Any] | None = None,
+                 agent_settings: dict[str, Any] | None = None) -> None:
+        self.cluster = Cluster(base, heartbeat_seconds=10.0, log_level="info", **(master_settings or {}))
+        self.agent_settings = agent_settings or {}
         self.agents = agents
         self.processes = min(processes, agents)
         self.swarms: list[Daemon] = []
@@ -180,7 +182,8 @@ class SwarmBench:
         cluster = self.cluster
         cluster.start_master()
         config_dir = cluster.agent_config(SWARM_ID, log_level="warning", worker_threads=4,
-                                          request_timeout_seconds=10.0, auth_retry_seconds=AUTH_RETRY)
+                                          request_timeout_seconds=10.0, auth_retry_seconds=AUTH_RETRY,
+                                          **self.agent_settings)
         share, extra = divmod(self.agents, self.processes)
         first = 0
         for index in range(self.processes):

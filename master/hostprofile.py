@@ -7,6 +7,9 @@ It is compiled once, when the config is read, into the ordered states a host is 
     pkg-debian, pkg-redhat          the packages (each host keeps the one of its own family)
     group-<group>-<user>            group members
     sysctl-<key>                    kernel parameters, live and in /etc/sysctl.d
+    bridge-<bridge>                 the bridge (br0 over eth0 unless the profile says otherwise;
+                                    ``bridge: null`` for none), with its rollback timer
+    libvirt-tls                     with ``libvirt_tls: true``: libvirtd on TLS 16514
     <extra states>                  in the order written
     service-<unit>                  running and enabled, each watching the packages and the
                                     extra states: restarted when one of them changed
@@ -25,11 +28,18 @@ import msgspec
 
 from saltmarsh.protocol.errors import ConfigError
 from saltmarsh.protocol.states import (
+    DEFAULT_ROLLBACK_SECONDS,
     Account,
+    BridgeState,
+    Cidr,
     GroupMemberState,
+    Interface,
+    IpAddress,
+    LibvirtTlsState,
     OsFamily,
     Package,
     PkgState,
+    RollbackSeconds,
     ServiceState,
     State,
     StateList,
@@ -55,6 +65,21 @@ class PackagesFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_o
     redhat: list[Package] = msgspec.field(default_factory=lambda: ["libvirt", "qemu-kvm", "qemu-img"])
 
 
+class BridgeFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The bridge guests' NICs join (virt's default NIC profile bridges to ``br0``).
+
+    ``addresses`` unset: the device's own addresses move to the bridge. ``rollback_seconds``:
+    how long the agent has to reach the master again after a change that moved its route,
+    before the host puts its old network config back.
+    """
+
+    name: Interface = "br0"
+    device: Interface = "eth0"
+    addresses: list[Cidr] | None = None
+    gateway: IpAddress | None = None
+    rollback_seconds: RollbackSeconds = DEFAULT_ROLLBACK_SECONDS
+
+
 class ProfileFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One profile; every setting it does not name is the seed's."""
 
@@ -63,6 +88,9 @@ class ProfileFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     groups: dict[Account, list[Account]] = msgspec.field(default_factory=lambda: {"libvirt": ["saltmarsh"]})
     # Guests' traffic is routed through the host (NAT networks, bridges).
     sysctls: dict[SysctlKey, SysctlValue] = msgspec.field(default_factory=lambda: {"net.ipv4.ip_forward": "1"})
+    bridge: BridgeFile | None = msgspec.field(default_factory=BridgeFile)
+    # libvirtd on TLS 16514 with the agent's certificates from the master's CA (agent.yaml libvirt_tls: true).
+    libvirt_tls: bool = False
     states: StateList = []
     services: list[Unit] = msgspec.field(default_factory=lambda: ["libvirtd.service"])
 
@@ -122,7 +150,13 @@ def compile_profile(profile: ProfileFile) -> list[State]:
                            for group, users in profile.groups.items() for user in users]
     sysctls: list[State] = [SysctlState(name=f"sysctl-{key}", key=key, value=value)
                             for key, value in profile.sysctls.items()]
+    bridge: list[State] = []
+    if profile.bridge is not None:
+        spec = profile.bridge
+        bridge = [BridgeState(name=f"bridge-{spec.name}", bridge=spec.name, device=spec.device,
+                              addresses=spec.addresses, gateway=spec.gateway, rollback_seconds=spec.rollback_seconds)]
+    tls: list[State] = [LibvirtTlsState(name="libvirt-tls")] if profile.libvirt_tls else []
     watched = [state.name for state in (*packages, *profile.states) if not isinstance(state, ServiceState)]
     services: list[State] = [ServiceState(name=f"service-{unit}", unit=unit, watch=watched)
                              for unit in profile.services]
-    return [*packages, *groups, *sysctls, *profile.states, *services]
+    return [*packages, *groups, *sysctls, *bridge, *tls, *profile.states, *services]

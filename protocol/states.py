@@ -1,15 +1,14 @@
 """Hypervisor setup states: the typed requests the master sends (``host.setup``) and the results agents return.
 
 A state names one thing a hypervisor should be (a package installed, a file with this content,
-a sysctl, a group member, a service running) and is one Struct per kind, told apart on the wire
+a sysctl, a group member, a service running, a bridge) and is one Struct per kind, told apart on the wire
 by its ``kind`` tag. Each state carries a ``name`` unique within its run, and ``watch``: the names
 of states before it whose change makes it act again (a service is restarted when its package or
-its config file changed, as with Salt's ``watch``). States run in the order given, so later
-requisites (the bridge of step 2, with its rollback timer) fit in as new kinds.
+its config file changed, as with Salt's ``watch``). States run in the order given.
 
-Every result says what came of one state: ``unchanged``, ``would_change`` (a dry run), ``changed``
-or ``failed``, with the differences found (``changes``: what it was, what it should be) and, for
-a failure, the reason.
+Every result says what came of one state: ``unchanged``, ``would_change`` (a dry run), ``changed``,
+``failed``, or ``rolled_back`` (a bridge applied, then undone: the agent lost the master), with
+the differences found (``changes``: what it was, what it should be) and, for a failure, the reason.
 """
 
 from __future__ import annotations
@@ -28,6 +27,13 @@ SysctlValue = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9 ._:/,-]{1,256}\Z
 Account = Annotated[str, msgspec.Meta(pattern=r"^[a-z_][a-z0-9_.-]{0,31}\$?\Z")]
 Unit = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9:_.@\\-]{1,255}\Z")]
 OsFamily = Literal["debian", "redhat"]
+# A network interface name (IFNAMSIZ: 15 characters), never an option or a path.
+Interface = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")]
+# An address with its prefix length (10.0.0.2/24, fd00::2/64); the kind parses it again with ipaddress.
+Cidr = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Fa-f.:]{2,45}/[0-9]{1,3}\Z")]
+IpAddress = Annotated[str, msgspec.Meta(pattern=r"^[0-9A-Fa-f.:]{2,45}\Z")]
+RollbackSeconds = Annotated[float, msgspec.Meta(gt=0, le=3600)]
+DEFAULT_ROLLBACK_SECONDS = 60.0
 MAX_FILE_BYTES = 256 * 1024  # a config file, not a payload: images travel as master:// files
 
 
@@ -83,7 +89,36 @@ class ServiceState(StateBase, frozen=True, kw_only=True, tag="service"):
     enabled: bool = True
 
 
-State = FileState | SysctlState | GroupMemberState | PkgState | ServiceState
+class BridgeState(StateBase, frozen=True, kw_only=True, tag="bridge"):
+    """A Linux bridge over ``device`` carrying the device's addresses, persisted in the host's network config.
+
+    ``addresses`` unset: the device's own addresses (and its default gateway) move to the bridge;
+    set: the bridge gets exactly these instead. A change that moves the address this host reaches
+    the master through is undone by itself unless the agent reaches the master again within
+    ``rollback_seconds``.
+    """
+
+    bridge: Interface = "br0"
+    device: Interface = "eth0"
+    addresses: Annotated[list[Cidr], msgspec.Meta(max_length=16)] | None = None
+    gateway: IpAddress | None = None
+    rollback_seconds: RollbackSeconds = DEFAULT_ROLLBACK_SECONDS
+
+
+class LibvirtTlsState(StateBase, frozen=True, kw_only=True, tag="libvirt_tls"):
+    """libvirtd listening on TLS (``port``) with the certificates the agent got from the master's CA.
+
+    ``source`` is the agent's ``pki_root`` (its own state directory: the sandboxed agent cannot write
+    /etc/pki); the files are copied into libvirt's default layout under ``target``.
+    """
+
+    source: AbsolutePath = "/var/lib/saltmarsh/agent/libvirt-pki"
+    target: AbsolutePath = "/etc/pki"
+    socket: Unit = "libvirtd-tls.socket"
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 16514
+
+
+State = FileState | SysctlState | GroupMemberState | PkgState | ServiceState | BridgeState | LibvirtTlsState
 StateList = Annotated[list[State], msgspec.Meta(max_length=256)]
 
 
@@ -101,7 +136,8 @@ class Change(msgspec.Struct, forbid_unknown_fields=True, frozen=True, array_like
     new: str
 
 
-Status = Literal["unchanged", "would_change", "changed", "failed"]
+# rolled_back: applied, then undone because the agent did not reach the master again in time.
+Status = Literal["unchanged", "would_change", "changed", "failed", "rolled_back"]
 
 
 class StateResult(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGE_CACHE = Path("/var/cache/saltmarsh-images/cache")  # shared with image builds: the Debian base
 OWN_CACHE = Path("/var/cache/saltmarsh-images/container")  # this harness's wheel venv and .debs
 REPO_INSIDE = "/srv/saltmarsh-repo"
+WHEELS_INSIDE = "/root/saltmarsh-wheels"  # where a bare container finds the wheels an enrollment installs
 TOOLS = ("systemd-nspawn", "ip", "nsenter", "dpkg-scanpackages", "zstd", "tar", "chroot", "apt-get")
 BOOT_TIMEOUT = 120.0
 STOP_TIMEOUT = 30.0
@@ -97,8 +98,9 @@ def run(argv: list[str], *, timeout: float, log: IO[str] | None = None, check: b
 class Parts:
     """What every container of a session is made from."""
 
-    rootfs_tarball: Path  # the base with the agent installed
+    rootfs_tarball: Path  # the base with the agent installed (bare: without)
     repo: Path  # the flat apt repository
+    wheels: Path | None = None  # bare parts: the agent's wheels, for an enrollment script to install
 
 
 def base_tarball(log: IO[str]) -> Path:
@@ -150,15 +152,43 @@ def local_repo(directory: Path, packages: list[str], log: IO[str]) -> Path:
     return directory
 
 
-def make_parts(work: Path, packages: list[str], log: IO[str]) -> Parts:
-    """The base with the agent and both units installed, packed; and the repository."""
+def make_parts(work: Path, packages: list[str], log: IO[str], *, dependencies: bool = False) -> Parts:
+    """The base with the agent and both units installed, packed; and the repository.
+
+    ``dependencies``: the repository holds what ``packages`` need beyond the base too (libvirt's
+    and QEMU's libraries), as apt on this host resolves it against the base's own dpkg status.
+    """
+    rootfs = _base_rootfs(work, log)
+    if dependencies:
+        packages = closure(rootfs, packages, log)
+    units = ROOT / "systemd"
+    guest.install_agent(rootfs, agent_wheels(work, log), (units / guest.AGENT_UNIT).read_text(), log)
+    _write(rootfs, f"/usr/lib/systemd/system/{HELPER_UNIT}", (units / HELPER_UNIT).read_text())
+    run(["chroot", str(rootfs), "systemctl", "enable", guest.AGENT_UNIT, HELPER_UNIT], timeout=120, log=log)
+    return Parts(_pack(work, rootfs, log), local_repo(work / "repo", packages, log))
+
+
+def closure(rootfs: Path, packages: list[str], log: IO[str]) -> list[str]:
+    """``packages`` and every package they need that the tree ``rootfs`` lacks (no recommends)."""
+    status = rootfs / "var/lib/dpkg/status"
+    simulated = run(["apt-get", "install", "-s", "-q", "--no-install-recommends", "-o",
+                     f"Dir::State::status={status}", *packages], timeout=300, log=log).stdout
+    return sorted({line.split()[1] for line in simulated.splitlines() if line.startswith("Inst ")})
+
+
+def make_bare_parts(work: Path, log: IO[str]) -> Parts:
+    """The base as a fresh host has it (no agent, no units of ours), packed; the agent's wheels beside it."""
+    rootfs = _base_rootfs(work, log)
+    wheels = agent_wheels(work, log)
+    return Parts(_pack(work, rootfs, log), local_repo(work / "repo", ["hello"], log), wheels)
+
+
+def _base_rootfs(work: Path, log: IO[str]) -> Path:
+    """The Debian base unpacked, fitted for a container: apt on the local repository, no cloud-init."""
     rootfs = work / "rootfs"
     rootfs.mkdir(mode=0o755)
     run(["tar", "-C", str(rootfs), "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -q",
          "-xpf", str(base_tarball(log))], timeout=600, log=log)
-    units = ROOT / "systemd"
-    guest.install_agent(rootfs, agent_wheels(work, log), (units / guest.AGENT_UNIT).read_text(), log)
-    _write(rootfs, f"/usr/lib/systemd/system/{HELPER_UNIT}", (units / HELPER_UNIT).read_text())
     _write(rootfs, f"/etc/systemd/system/{NET_SYSCTL_UNIT}", NET_SYSCTL)
     _write(rootfs, "/etc/fstab", "")  # the root is the container's directory, not a labelled disk
     _write(rootfs, "/etc/apt/sources.list", f"deb [trusted=yes] file:{REPO_INSIDE} ./\n")
@@ -168,13 +198,16 @@ def make_parts(work: Path, packages: list[str], log: IO[str]) -> Parts:
         link = rootfs / "etc/systemd/system" / unit
         link.unlink(missing_ok=True)
         link.symlink_to("/dev/null")
-    run(["chroot", str(rootfs), "systemctl", "enable", guest.AGENT_UNIT, HELPER_UNIT, NET_SYSCTL_UNIT],
-        timeout=120, log=log)
+    run(["chroot", str(rootfs), "systemctl", "enable", NET_SYSCTL_UNIT], timeout=120, log=log)
+    return rootfs
+
+
+def _pack(work: Path, rootfs: Path, log: IO[str]) -> Path:
     packed = work / "rootfs.tar.zst"
     run(["tar", "-C", str(rootfs), "--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -1 -q",
          "-cf", str(packed), "."], timeout=600, log=log)
     shutil.rmtree(rootfs)
-    return Parts(packed, local_repo(work / "repo", ["hello", "tree"], log))
+    return packed
 
 
 def _write(rootfs: Path, inside: str, text: str) -> None:
@@ -217,6 +250,7 @@ class Container:
         argv = ["systemd-nspawn", "-q", "--keep-unit", "--register=no", "--console=read-only",
                 f"--network-namespace-path=/run/netns/{self.netns}", "-D", str(self.rootfs), "-M", self.name,
                 f"--bind-ro={self.parts.repo}:{REPO_INSIDE}",
+                *([f"--bind-ro={self.parts.wheels}:{WHEELS_INSIDE}"] if self.parts.wheels else []),
                 # nspawn grants CAP_NET_ADMIN only with a private network it made itself; this namespace is
                 # the test's own too, and the sysctl states need it for net.* (only this namespace's).
                 "--capability=CAP_NET_ADMIN", "-b"]
@@ -298,3 +332,55 @@ def container(work: Path, name: str, parts: Parts, files: dict[str, str]) -> Ite
 def yaml_file(data: dict[str, Any]) -> str:
     """A config file's text."""
     return yaml.safe_dump(data, sort_keys=True)
+
+
+class Uplink:
+    """A network namespace of its own for the test's master, joined to a container's by a veth pair.
+
+    The container's end is ``device`` (its address set by the container's own network config), the
+    master's end holds ``master_cidr``: the agent then reaches the master through a real device
+    that a bridge state can move, and a wrong address on it really cuts the agent off. Both
+    namespaces are the test's own; ``close()`` deletes this one (the veth goes with it).
+    """
+
+    def __init__(self, name: str, box: Container, device: str, master_cidr: str) -> None:
+        self.netns = name
+        self.box = box
+        self.device = device
+        self.master_cidr = master_cidr
+        self._made = False
+
+    @property
+    def master_ip(self) -> str:
+        """The master's address on the link."""
+        return self.master_cidr.split("/")[0]
+
+    def make(self) -> None:
+        """The namespace, the veth pair, and the master's end addressed and up (call after box.create)."""
+        run(["ip", "netns", "add", self.netns], timeout=30)
+        self._made = True
+        run(["ip", "-n", self.netns, "link", "set", "lo", "up"], timeout=30)
+        peer = f"{self.device}-m"
+        run(["ip", "-n", self.box.netns, "link", "add", self.device, "type", "veth", "peer", "name", peer,
+             "netns", self.netns], timeout=30)
+        run(["ip", "-n", self.netns, "addr", "add", self.master_cidr, "dev", peer], timeout=30)
+        run(["ip", "-n", self.netns, "link", "set", peer, "up"], timeout=30)
+
+    def argv(self, argv: list[str]) -> list[str]:
+        """``argv`` run in the master's namespace."""
+        return ["ip", "netns", "exec", self.netns, *argv]
+
+    def close(self) -> None:
+        """Kill what runs in the namespace (only the test's master) and delete it."""
+        if not self._made:
+            return
+        for pid in run(["ip", "netns", "pids", self.netns], timeout=30, check=False).stdout.split():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        run(["ip", "netns", "delete", self.netns], timeout=30, check=False)
+        self._made = False
+
+
+def networkd_file(device: str, cidr: str) -> dict[str, str]:
+    """The operator's own networkd file giving ``device`` the address ``cidr`` (enable networkd after boot)."""
+    return {"/etc/systemd/network/20-uplink.network": f"[Match]\nName={device}\n\n[Network]\nAddress={cidr}\n"}

@@ -13,18 +13,27 @@ import os
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import yaml
 
-from saltmarsh.agent.states.wire import frame
+from saltmarsh.agent.states.wire import HelperReply, HelperRequest, frame, recv_frame
 from saltmarsh.master.config import load_master_config
-from saltmarsh.protocol.codec import encode
+from saltmarsh.pki.keys import Identity
+from saltmarsh.protocol.codec import decode, encode
+from saltmarsh.protocol.crypto import SessionCipher
+from saltmarsh.protocol.digest import digest
+from saltmarsh.protocol.envelope import NONCE_SIZE, SignedHeader, sign_frame
 from saltmarsh.protocol.errors import ConfigError
-from saltmarsh.protocol.states import SetupRequest
+from saltmarsh.protocol.jobproof import JobProof
+from saltmarsh.protocol.messages import Job, Target
+from saltmarsh.protocol.states import FileState, SetupRequest
+from saltmarsh.protocol.version import PROTOCOL_VERSION
 
 from .cluster import BIN, Cluster, Daemon, wait_until
 
@@ -32,7 +41,8 @@ from .cluster import BIN, Cluster, Daemon, wait_until
 def profiles(root: Path) -> dict[str, Any]:
     files = [{"kind": "file", "name": f"conf-{n}", "path": str(root / f"conf-{n}"), "content": f"value {n}\n",
               "mode": 0o640} for n in (1, 2)]
-    nothing: dict[str, Any] = {"packages": {"debian": [], "redhat": []}, "groups": {}, "sysctls": {}, "services": []}
+    nothing: dict[str, Any] = {"packages": {"debian": [], "redhat": []}, "groups": {}, "sysctls": {}, "services": [],
+                              "bridge": None}
     broken = {"kind": "file", "name": "broken", "path": str(root / "no-dir" / "f"), "content": "x"}
     return {"by_label": [{"labels": {"role": "lab"}, "profile": "lab"}],
             "profiles": {"lab": {**nothing, "states": files},
@@ -50,7 +60,8 @@ def lab(tmp_path: Path) -> Iterator[tuple[Cluster, Path, Daemon]]:
     helper_dir.mkdir()
     sock = tmp_path / "run" / "setup.sock"
     (helper_dir / "setup-helper.yaml").write_text(yaml.safe_dump(
-        {"socket": str(sock), "agent_user": "root", "root_dir": "state", "log_level": "debug"}))
+        {"socket": str(sock), "agent_user": "root", "root_dir": "state", "log_level": "debug",
+         "master_key_file": str(tmp_path / "agents" / "hv1" / "state" / "pki" / "master.pub")}))
     helper = Daemon("helper", helper_dir, [str(BIN / "saltmarsh-setup-helper"), "-c", str(helper_dir)])
     helper.start()
     try:
@@ -158,14 +169,20 @@ def test_the_helper_refuses_other_uids_and_malformed_requests(lab: tuple[Cluster
 def test_host_profiles_are_checked_when_the_config_is_read(tmp_path: Path) -> None:
     default = load_master_config(tmp_path).host.profiles["default"]
     assert [s.name for s in default] == ["pkg-debian", "pkg-redhat", "group-libvirt-saltmarsh",
-                                         "sysctl-net.ipv4.ip_forward", "service-libvirtd.service"]
+                                         "sysctl-net.ipv4.ip_forward", "bridge-br0", "service-libvirtd.service"]
+    assert (default[4].bridge, default[4].device, default[4].rollback_seconds) == ("br0", "eth0", 60.0)
     assert default[0].packages == ["libvirt-daemon-system", "libvirt-clients", "qemu-system-x86", "qemu-utils"]
     assert default[1].packages == ["libvirt", "qemu-kvm", "qemu-img"]
     assert default[-1].watch == ["pkg-debian", "pkg-redhat"]
+    (tmp_path / "master.yaml").write_text(yaml.safe_dump({"host": {"profiles": {"tls": {"libvirt_tls": True}}}}))
+    tls = load_master_config(tmp_path).host.profiles["tls"]
+    assert [s.name for s in tls][-3:] == ["bridge-br0", "libvirt-tls", "service-libvirtd.service"]
     for host, error in (({"by_label": [{"labels": {"a": "b"}, "profile": "none"}]}, "no profile 'none'"),
                         ({"profiles": {"p": {"states": [{"kind": "shell", "name": "x"}]}}}, "Invalid value 'shell'"),
                         ({"profiles": {"p": {"packages": {"debian": ["-y"]}}}}, "matching regex"),
                         ({"profiles": {"p": {"sysctls": {"x": "1"}}}}, "matching regex"),
+                        ({"profiles": {"p": {"bridge": {"device": "-rf"}}}}, "matching regex"),
+                        ({"profiles": {"p": {"bridge": {"rollback_seconds": 0}}}}, "Expected `float` >"),
                         ({"profiles": {"p": {"states": [{"kind": "file", "name": "pkg-debian", "path": "/x",
                                                           "content": ""}]}}}, "two states named pkg-debian")):
         (tmp_path / "master.yaml").write_text(yaml.safe_dump({"host": host}))
@@ -193,3 +210,58 @@ def test_a_host_that_is_down_is_named_at_once_not_waited_for(lab: tuple[Cluster,
                timeout=30, interval=0.5, what="the master to see hv1 down")
     result = cluster.cli("host", "setup", "hv1", "--timeout", "600", check=False, timeout=60)
     assert result.returncode == 1 and "hv1 (profile lab): failed: not up: " in result.stdout
+
+
+def signed_job(signer: Identity, states: list[dict[str, Any]], jid: str, age: float = 0.0) -> JobProof:
+    """A host.setup job sealed and signed as the master publishes it (master/publisher.py), ``age`` s old."""
+    key = os.urandom(32)
+    job = Job(jid=jid, fun="host.setup", target=Target(kind="list", ids=["hv1"]),
+              kwargs={"states": states, "dry_run": False})
+    body = SessionCipher(key).encrypt(encode(job))
+    header = SignedHeader(PROTOCOL_VERSION, Job.KIND, "master", time.time() - age, os.urandom(NONCE_SIZE), b"", b"",
+                          digest(body))
+    return JobProof(frame=sign_frame(signer, header, body), key=key)
+
+
+def ask_helper(sock: Path, body: bytes) -> list[HelperReply]:
+    """Send one request frame as this process (root: the agent's uid here) and read every reply."""
+    replies = []
+    with socket.socket(socket.AF_UNIX) as raw:
+        raw.settimeout(30)
+        raw.connect(str(sock))
+        raw.sendall(frame(body))
+        while (reply := recv_frame(raw)) is not None:
+            replies.append(decode(reply, HelperReply, "reply"))
+    return replies
+
+
+@pytest.mark.timeout(120)
+def test_the_helper_runs_only_fresh_master_signed_jobs_and_each_once(lab: tuple[Cluster, Path, Daemon],
+                                                                     tmp_path: Path) -> None:
+    cluster, root, helper = lab
+    assert cluster.cli("run", "hv1", "test.ping").returncode == 0  # the agent has pinned the master's key
+    sock = Path(yaml.safe_load((helper.config_dir / "setup-helper.yaml").read_text())["socket"])
+    master = Identity.load_or_create(cluster.master_dir / "state" / "pki" / "master.key")
+    state = [{"kind": "file", "name": "f", "path": str(root / "written"), "content": "root wrote this\n"}]
+
+    def refusal(body: bytes) -> str:
+        replies = ask_helper(sock, body)
+        assert len(replies) == 1 and replies[0].done is not None and not (root / "written").exists()
+        return replies[0].done.error
+
+    # What anything running as the agent's user could send: its own states, or a job it signed itself.
+    assert refusal(encode(SetupRequest(states=msgspec.convert(state, list[FileState])))).startswith("refused: ")
+    forged = signed_job(Identity.generate(), state, "20260101000000000001")
+    assert "not a job signed by the master" in refusal(encode(HelperRequest(proof=forged)))
+    wait_until(lambda: "DENIED pid" in helper.log() and "not a job signed by the master" in helper.log(),
+               what="the refusal logged with its reason")
+    stale = signed_job(master, state, "20260101000000000002", age=3600)
+    assert "outside the 600 s window" in refusal(encode(HelperRequest(proof=stale)))
+    # The master's own job runs once; the same bytes again are a replay.
+    good = encode(HelperRequest(proof=signed_job(master, state, "20260101000000000003")))
+    replies = ask_helper(sock, good)
+    assert [r.result.status for r in replies if r.result] == ["changed"] and replies[-1].done.error == ""
+    assert (root / "written").read_text() == "root wrote this\n"
+    (root / "written").unlink()
+    assert "already served: a replay" in refusal(good)
+    assert "already served: a replay" in helper.log()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from saltmarsh.protocol.jobcontrol import LaneName
+from saltmarsh.protocol.jobproof import JobProof
 
 from ..errors import FunctionError
 from ..jobtable import JobTable
@@ -53,15 +54,25 @@ class FunctionContext:
     tls: LibvirtTls
     jobs: JobTable
     setup_socket: Path  # the privileged setup helper's socket (host.setup)
+    # Blocks until a request to the master is answered (True) or ``seconds`` passed (False): the agent's word,
+    # after a network change, that it is not stranded.
+    reach_master: Callable[[float], bool]
+    # The job as the master signed it: given to ``proven`` functions only, for the job they run.
+    job_proof: JobProof | None = None
 
 
 Function = Callable[..., Any]
 REGISTRY: dict[str, Function] = {}
 QUICK: set[str] = set()
+PROVEN: set[str] = set()
 
 
-def function(name: str, *, quick: bool = False) -> Callable[[Function], Function]:
-    """Register ``fn`` under ``name`` (``family.name``); ``quick`` puts it in the quick lane."""
+def function(name: str, *, quick: bool = False, proven: bool = False) -> Callable[[Function], Function]:
+    """Register ``fn`` under ``name`` (``family.name``); ``quick`` puts it in the quick lane.
+
+    ``proven``: the function gets its job's signed frame (``ctx.job_proof``) to hand on to a
+    process that trusts only the master (the setup helper).
+    """
 
     def register(fn: Function) -> Function:
         if name in REGISTRY:
@@ -69,6 +80,8 @@ def function(name: str, *, quick: bool = False) -> Callable[[Function], Function
         REGISTRY[name] = fn
         if quick:
             QUICK.add(name)
+        if proven:
+            PROVEN.add(name)
         return fn
 
     return register

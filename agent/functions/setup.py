@@ -1,11 +1,15 @@
 """``host.setup``: bring this host to the states the master sends, through the privileged setup helper.
 
-The job itself runs in the agent, unprivileged: it checks the request, hands it to the helper
+The job itself runs in the agent, unprivileged: it checks the request, hands the job as the
+master signed it (ctx.job_proof) to the helper
 (agent/states/helper.py) and fires ``saltmarsh/host/<id>/setup/<state>`` as each result comes.
+It tells the helper the master's address, so that a bridge that moves the route to it is
+guarded, and answers the helper's question after such a change by reaching the master again.
 """
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import msgspec
@@ -15,16 +19,20 @@ from saltmarsh.protocol.states import SetupRequest, StateResult, host_setup_tag
 
 from ..errors import FunctionError, StateError
 from ..states.client import run_via_helper
+from ..states.wire import HelperRequest
 from . import FunctionContext, function
 
 
-@function("host.setup")
+@function("host.setup", proven=True)
 def setup(ctx: FunctionContext, states: list[Any], dry_run: bool = False) -> dict[str, Any]:
     """Apply ``states`` in order (``dry_run``: report what would change, change nothing); each state's result."""
     try:
-        request = msgspec.convert({"states": states, "dry_run": dry_run}, SetupRequest)
+        msgspec.convert({"states": states, "dry_run": dry_run}, SetupRequest)  # a clear error before the helper
     except msgspec.ValidationError as exc:
         raise FunctionError(f"host.setup: invalid states: {exc}") from exc
+    if ctx.job_proof is None:
+        raise FunctionError("host.setup runs only as a job the master signed (the helper checks it)")
+    request = HelperRequest(proof=ctx.job_proof, master_ip=master_ip(ctx.master.host))
     results: list[dict[str, Any]] = []
 
     def on_result(result: StateResult) -> None:
@@ -32,7 +40,15 @@ def setup(ctx: FunctionContext, states: list[Any], dry_run: bool = False) -> dic
         results.append(data)
         ctx.fire_event(host_setup_tag(ctx.agent_id, result.name), data)
 
-    done = run_via_helper(ctx.setup_socket, request, on_result)
+    done = run_via_helper(ctx.setup_socket, request, on_result, lambda _state, seconds: ctx.reach_master(seconds))
     if done.error:
         raise StateError(done.error)
     return {"os_family": done.os_family, "dry_run": dry_run, "results": results}
+
+
+def master_ip(host: str) -> str:
+    """The master's address as this host reaches it ("" if it does not resolve: then no change is guarded)."""
+    try:
+        return str(socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)[0][4][0])
+    except (OSError, IndexError):
+        return ""

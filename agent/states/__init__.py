@@ -64,4 +64,4 @@ KINDS: dict[type[StateBase], type[Kind[Any]]] = {}
 
 def load_all() -> None:
     """Import every kind's module so that it registers."""
-    from . import files, groups, packages, services, sysctl  # noqa: F401
+    from . import bridge, files, groups, libvirt_tls, packages, services, sysctl  # noqa: F401

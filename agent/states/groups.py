@@ -32,6 +32,10 @@ class GroupMember(Kind[GroupMemberState]):
         """The user is a member."""
         return {"member": "yes"}
 
+    def detail(self, state: GroupMemberState, changes: dict[str, Change]) -> str:
+        """Why a running process of the user (the agent) does not have the group yet."""
+        return f"{state.user}'s processes get group {state.group} when they next start"
+
     def apply(self, state: GroupMemberState, changes: dict[str, Change]) -> None:
         """``gpasswd -a USER GROUP`` (shadow's own tool: it locks /etc/group and /etc/gshadow)."""
         now = changes["member"].old

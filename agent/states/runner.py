@@ -5,7 +5,9 @@ stops at ``would_change``; an applied state is read again and is ``changed`` onl
 differs any more (else ``failed``, with what is left). A failed state does not stop the run:
 the others still report, except those that watch it, which fail with it (a service is not
 restarted onto a config that did not get written). Kinds that react to a watch (services) add
-a ``restart`` change when a watched state changed or would change in this run.
+a ``restart`` change when a watched state changed or would change in this run. A guarded
+network change that was undone (RolledBack) is ``rolled_back``, and its watchers fail as for
+a failed state.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import msgspec
 
 from saltmarsh.protocol.states import Change, PkgState, SetupDone, SetupRequest, State, StateResult, Status
 
-from ..errors import StateError
+from ..errors import RolledBack, StateError
 from . import KINDS, Kind, load_all
 from .services import RESTART
 from .system import System
@@ -81,9 +83,11 @@ def run_state(state: State, system: System, kinds: dict[type[Any], Kind[Any]], o
         return StateResult(name=state.name, kind=str(kind_name), status=status,
                            changes=changes or {}, seconds=round(time.monotonic() - started, 3), **extra)
 
-    failed = [name for name in state.watch if outcome.get(name) == "failed"]
+    failed = [name for name in state.watch if outcome.get(name) in ("failed", "rolled_back")]
     if failed:
         return result("failed", reason=f"watched state {', '.join(failed)} failed")
+    changes: dict[str, Change] = {}
+    detail = ""
     try:
         kind = kinds.get(type(state))
         if kind is None:
@@ -103,6 +107,8 @@ def run_state(state: State, system: System, kinds: dict[type[Any], Kind[Any]], o
             still = ", ".join(f"{facet} is {change.old}" for facet, change in left.items())
             return result("failed", left, detail=detail, reason=f"still differs after applying: {still}")
         return result("changed", changes, detail=detail)
+    except RolledBack as exc:
+        return result("rolled_back", changes, detail=detail, reason=str(exc))
     except StateError as exc:
         return result("failed", reason=str(exc))
 

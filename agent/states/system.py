@@ -8,6 +8,7 @@ captured, and a failure becomes StateError naming the command and its last lines
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +30,15 @@ class System:
     proc_sys: Path = Path("/proc/sys")
     sysctl_dir: Path = Path("/etc/sysctl.d")
     os_release: Path = Path("/etc/os-release")
+    network_dir: Path = Path("/etc/systemd/network")
+    interfaces_file: Path = Path("/etc/network/interfaces")
+    # Where a guarded network change keeps the config it replaced until the agent confirms (or it is restored).
+    rollback_dir: Path = Path("/var/lib/saltmarsh/setup/rollback")
     command_timeout: float = COMMAND_TIMEOUT
+    # The master's address as the agent reaches it ("": unknown, nothing is guarded), and how to ask the
+    # agent whether it reaches the master again (state name, seconds to wait) -> it did.
+    master_ip: str = ""
+    confirm: Callable[[str, float], bool] = field(default=lambda _state, _seconds: False)
     # What this run has done once already (apt-get update): a second pkg state needs it no more.
     done: set[str] = field(default_factory=set)
 

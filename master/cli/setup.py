@@ -1,9 +1,10 @@
 """``saltmarsh host setup TARGET``: bring hypervisors to their profile, or (``--dry-run``) show what differs.
 
 Printed per host and state: ``unchanged``, ``would change`` or ``changed`` with each
-difference (``facet: now -> wanted``, and a file's diff), or ``failed`` with the reason. Each
-state's line also goes to stderr as soon as the host reports it (progress). Exit 1 if any
-state failed or any host did not answer.
+difference (``facet: now -> wanted``, and a file's diff), or ``failed`` or ``rolled back``
+(a bridge undone: the agent lost the master) with the reason. Each state's line also goes to
+stderr as soon as the host reports it (progress). Exit 1 if any state failed or was rolled back,
+or any host did not answer.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from .output import clean, fail, print_json
 if TYPE_CHECKING:
     from ..control_messages import Event
 
-SHOWN = {"unchanged": "unchanged", "would_change": "would change", "changed": "changed", "failed": "failed"}
+SHOWN = {"unchanged": "unchanged", "would_change": "would change", "changed": "changed", "failed": "failed",
+         "rolled_back": "rolled back"}
+FAILED = ("failed", "rolled_back")
 
 
 def register(host_actions: Any) -> None:
@@ -61,7 +64,7 @@ def host_setup(args: argparse.Namespace) -> int:
 
 
 def _failed(outcome: dict[str, Any]) -> bool:
-    return "error" in outcome or any(r.get("status") == "failed" for r in outcome.get("results", []))
+    return "error" in outcome or any(r.get("status") in FAILED for r in outcome.get("results", []))
 
 
 def _progress(event: Event) -> None:

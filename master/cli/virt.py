@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from saltmarsh.protocol.bounds import MAX_CONSOLE_LINES
 
-from . import setup
+from . import enroll, setup
 from .arguments import integer, labels, seconds
 from .connect import connect, given
 from .output import clean, fail, print_json
@@ -86,6 +86,7 @@ def register_host(sub: Any) -> None:
     role.add_argument("role", choices=("hypervisor", "guest"))
     role.set_defaults(handler=set_role)
     setup.register(host_actions)
+    enroll.register(host_actions)
 
 
 def _register_init(actions: Any) -> None:

@@ -13,7 +13,8 @@ over its control socket. Asserted, with the real apt, dpkg, systemctl, gpasswd a
 * a profile with a package the repository does not have fails that state with apt's reason,
   the service watching it fails with it (not started), every other state still changes, and the
   command exits 1;
-* the agent is not root, the helper is, and the helper refuses any uid but the agent's.
+* the agent is not root, the helper is, and the helper refuses any uid but the agent's, and the
+  agent's own uid too when what it sends is not a job the master signed.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ LAB_PROFILE: dict[str, Any] = {
         {"kind": "file", "name": "lab-unit", "path": UNIT_FILE, "content": LAB_UNIT},
     ],
     "services": ["saltmarsh-lab.service"],
+    "bridge": None,  # tests/integration/test_bridge_container.py gives its container a device to bridge
 }
 BROKEN_PROFILE: dict[str, Any] = {
     **LAB_PROFILE,
@@ -91,6 +93,9 @@ def host(parts: harness.Parts, tmp_path: Path) -> Iterator[tuple[Cluster, harnes
     (tmp_path / "box").mkdir()
     try:
         box.create(files)
+        # The image build's guest drop-in empties SupplementaryGroups=; a hypervisor gets the unit as it is
+        # shipped, and this host has no libvirt group: the agent must start all the same.
+        (box.rootfs / "usr/lib/systemd/system/saltmarsh-agent.service.d/guest.conf").unlink()
         cluster.master.argv = box.netns_argv(cluster.master.argv)
         cluster.start_master()
         box.boot()
@@ -199,6 +204,9 @@ def test_the_agent_is_not_root_and_the_helper_serves_only_the_agent(host: tuple[
         return box.exec("ps", "-o", "user=", "-p", pid).stdout.strip()
     users = {unit: user_of(unit) for unit in ("saltmarsh-agent.service", "saltmarsh-setup-helper.service")}
     assert users == {"saltmarsh-agent.service": "saltmarsh", "saltmarsh-setup-helper.service": "root"}
+    # The shipped unit, no drop-in, on a host without a libvirt group (no 216/GROUP).
+    assert box.exec("getent", "group", "libvirt", check=False).returncode == 2
+    assert box.exec("systemctl", "show", "-p", "DropInPaths", "--value", "saltmarsh-agent.service").stdout.strip() == ""
     assert box.exec("stat", "-c", "%a %U:%G", "/run/saltmarsh-setup").stdout.split() == ["750", "root:saltmarsh"]
     assert box.exec("stat", "-c", "%a", "/run/saltmarsh-setup/setup.sock").stdout.strip() == "660"
     # A user in the agent's group, but not the agent, is refused by the helper on its peer credentials.
@@ -209,3 +217,11 @@ def test_the_agent_is_not_root_and_the_helper_serves_only_the_agent(host: tuple[
     assert "refused: uid" in answer.stdout
     wait_until(lambda: "DENIED uid" in box.exec("journalctl", "-u", "saltmarsh-setup-helper", "--no-pager").stdout,
                what="the helper to log the refusal")
+    # The agent's own user, with states of its own making (no job the master signed): refused too.
+    own = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect('/run/saltmarsh-setup/setup.sock'); "
+           "body=bytes([0x81,0xa6])+b'states'+bytes([0x90]); s.sendall(len(body).to_bytes(4,'big')+body); "
+           "sys.stdout.write(repr(s.recv(4096)))")
+    answer = box.exec("setpriv", "--reuid=saltmarsh", "--regid=saltmarsh", "--clear-groups", "python3", "-c", own)
+    assert "refused: " in answer.stdout
+    wait_until(lambda: "DENIED pid" in box.exec("journalctl", "-u", "saltmarsh-setup-helper", "--no-pager").stdout,
+               what="the helper to log the refusal of the agent's own request")
