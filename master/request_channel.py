@@ -95,6 +95,7 @@ class RequestChannel:
         harden(self._socket, limits)
         self._in_flight: set[asyncio.Task[None]] = set()
         self.rejected = 0
+        self.rejected_by: collections.Counter[str] = collections.Counter()  # by reason (the error's kind)
         self.handled: collections.Counter[str] = collections.Counter()  # by kind, for `master.ping`
 
     def bind(self, interface: str, port: int) -> None:
@@ -143,6 +144,7 @@ class RequestChannel:
 
     def _reject(self, peer: str, exc: Exception) -> None:
         self.rejected += 1
+        self.rejected_by[type(exc).__name__] += 1
         self._reject_log.warning(type(exc).__name__, "rejected frame from %s: %s", peer, exc)
 
     async def _handle(self, routing_id: bytes, frame: bytes, peer: str = "") -> None:

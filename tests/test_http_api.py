@@ -243,3 +243,55 @@ def test_every_route_without_parameters_answers_a_token_with_its_scope(api: Api)
         assert not (isinstance(body, dict) and "error" in body), (route.path, body)
     status, body, _ = api.call("GET", "/v1/hosts", api.token("jobs-only", "jobs:read"))
     assert status == 403 and error_of(body)[1].endswith("vms:read")
+
+
+def _samples(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value of every sample line of a Prometheus text page."""
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            found[series] = float(value)
+    return found
+
+
+def test_metrics_in_prometheus_format_for_a_metrics_token_only(api: Api) -> None:
+    import zmq
+
+    watcher = api.token("prometheus", "metrics:read")
+    runner = api.token("metrics-runner", "jobs:run,jobs:read")
+    assert api.call("GET", "/v1/agents", watcher)[0] == 403  # a monitoring token reads nothing else
+    assert api.call("GET", "/metrics", runner)[0] == 403
+    status, body, _ = api.call("GET", "/metrics")
+    assert status == 401 and error_of(body)[0] == "unauthenticated"
+
+    jid = api.call("POST", "/v1/jobs", runner, {"target": "*", "fun": "test.ping"})[1]["jid"]
+    api.call("GET", f"/v1/jobs/{jid}/wait?timeout=20", runner)
+    with zmq.Context() as ctx, ctx.socket(zmq.DEALER) as bad:  # a frame the request channel must refuse
+        bad.setsockopt(zmq.LINGER, 0)
+        bad.connect(f"tcp://127.0.0.1:{api.cluster.request_port}")
+        bad.send(b"not an envelope")
+        time.sleep(0.01)  # let libzmq hand the frame over before the socket closes
+
+    def page() -> dict[str, float]:
+        request = urllib.request.Request(api.url + "/metrics", headers={"Authorization": f"Bearer {watcher}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+            return _samples(response.read().decode())
+
+    def counted() -> dict[str, float] | None:
+        samples = page()
+        return samples if any(k.startswith("saltmarsh_request_rejections_total{") for k in samples) else None
+
+    samples = wait_until(counted, what="the rejection counted")
+    assert samples['saltmarsh_agents{state="up"}'] == len(AGENTS)
+    assert samples['saltmarsh_job_returns_total{fun="test.ping",outcome="success"}'] >= len(AGENTS)
+    assert samples['saltmarsh_job_duration_seconds_count{fun="test.ping"}'] >= len(AGENTS)
+    assert samples['saltmarsh_job_duration_seconds_bucket{fun="test.ping",le="+Inf"}'] >= len(AGENTS)
+    assert samples["saltmarsh_events_total"] > 0
+    assert samples["saltmarsh_migrations_in_progress"] == 0
+    for agent in AGENTS:  # libvirt's test driver: one running VM ("test") per hypervisor
+        assert samples[f'saltmarsh_hypervisor_free_memory_mib{{hypervisor="{agent}"}}'] > 0
+        assert samples[f'saltmarsh_vms{{hypervisor="{agent}",state="running"}}'] >= 1
+        assert f'saltmarsh_vms{{hypervisor="{agent}",state="shutoff"}}' in samples  # every state, zero or not
+    assert "http: GET /metrics 200 token=prometheus" in api.cluster.master.log()

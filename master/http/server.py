@@ -28,6 +28,7 @@ from ..errors import CommandError
 from ..service.errors import HTTP_STATUS, Invalid, NotFound, Refused, ServiceError
 from ..service.registry import OPERATIONS, ServiceContext, load_all
 from .events import EventRing
+from .metrics import Metrics
 from .routes import ROUTES, WAIT_ROUTE, Route
 from .settings import HttpSettings
 from .stream import EventsHandler
@@ -90,6 +91,34 @@ def _openapi() -> dict[str, Any]:
     from .openapi import document
 
     return document()
+
+
+class MetricsHandler(JsonHandler):
+    """``GET /metrics``: Prometheus's text format, for a token with ``metrics:read``."""
+
+    def initialize(self, tokens: ApiTokens, metrics: Metrics) -> None:
+        """Given by the application."""
+        self.tokens, self.metrics = tokens, metrics
+
+    def get(self) -> None:
+        """The metrics, or the one error shape."""
+        try:
+            token = self.tokens.authenticate(self.request.headers.get("Authorization"))
+        except Unauthenticated as exc:
+            log.warning("http: %s refused: %s", self.request.path, exc)
+            self.set_header("WWW-Authenticate", 'Bearer realm="saltmarsh"')
+            self.fail(401, "unauthenticated", str(exc))
+            return
+        self.token_name = token.name
+        if "metrics:read" not in token.scopes:
+            self.fail(403, "forbidden", f"token {token.name} lacks the scope metrics:read")
+            return
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(self.metrics.render())
+
+    def on_finish(self) -> None:
+        """The access log line."""
+        log.info("http: GET /metrics %d token=%s", self.get_status(), self.token_name)
 
 
 class NotFoundHandler(JsonHandler):
@@ -279,7 +308,8 @@ def _confine(master: Master, token: ApiToken, fields: dict[str, Any]) -> None:
     fields["target"] = Target(kind="list", ids=sorted(named))
 
 
-def application(master: Master, max_body: int, ring: EventRing, backlog: int) -> tornado.web.Application:
+def application(master: Master, max_body: int, ring: EventRing, backlog: int,
+                metrics: Metrics) -> tornado.web.Application:
     """The API's routes, each path's methods handled by one handler."""
     load_all()
     by_path: dict[str, dict[str, Route]] = {}
@@ -287,6 +317,7 @@ def application(master: Master, max_body: int, ring: EventRing, backlog: int) ->
         by_path.setdefault(route.path, {})[route.method] = route
     common = {"master": master, "tokens": master.api_tokens, "max_body": max_body}
     handlers: list[Any] = [(r"/v1/openapi.json", OpenApiHandler),
+                           (r"/metrics", MetricsHandler, {"tokens": master.api_tokens, "metrics": metrics}),
                            (r"/v1/events", EventsHandler,
                             {"tokens": master.api_tokens, "ring": ring, "backlog": backlog}),
                            (WAIT_ROUTE.path, WaitHandler, {**common, "routes": {"GET": WAIT_ROUTE}})]
@@ -303,9 +334,10 @@ class HttpApi:
     def __init__(self, master: Master, settings: HttpSettings) -> None:
         self._settings = settings
         self.ring = EventRing(master.bus, settings.event_ring_seconds, settings.event_ring_events)
+        self.metrics = Metrics(master)
         self._server = tornado.httpserver.HTTPServer(
             # The server's own bound is a backstop: the handlers answer 413 past max_body_bytes themselves.
-            application(master, settings.max_body_bytes, self.ring, settings.event_backlog),
+            application(master, settings.max_body_bytes, self.ring, settings.event_backlog, self.metrics),
             max_body_size=settings.max_body_bytes * 2,
             idle_connection_timeout=settings.header_timeout, body_timeout=settings.body_timeout,
             decompress_request=False)
@@ -319,4 +351,5 @@ class HttpApi:
         """Stop listening and close every connection."""
         self._server.stop()
         self.ring.close()
+        self.metrics.close()
         await self._server.close_all_connections()
