@@ -129,3 +129,17 @@ def test_bench_cli_startup_quick_prints_each_command_beside_python_and_the_ratio
         ping = rows["saltmarsh run hv1 test.ping"]
         assert ping.group(5) == ("yes" if float(ping.group(3)) <= 4 else "NO"), ping.group(0)
     assert "load averages:" in result.stdout
+
+
+@pytest.mark.timeout(240)
+def test_bench_http_quick_prints_latencies_and_delivers_every_event() -> None:
+    result = subprocess.run([sys.executable, "-m", "bench.http", "--quick"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=230)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = {tuple(line.split()[:3]) for line in result.stdout.splitlines() if line.startswith(("GET", "POST"))}
+    assert rows == {("GET", "/v1/agents", "1"), ("GET", "/v1/agents", "50"), ("POST", "/v1/jobs", "1"),
+                    ("POST", "/v1/jobs", "50")}, result.stdout
+    delivered = re.search(r"events: ([\d,]+) of ([\d,]+) delivered to 5 WebSocket subscribers", result.stdout)
+    assert delivered and delivered.group(1) == delivered.group(2) == "2,500", result.stdout
+    assert re.search(r"0 subscriber\(s\) short", result.stdout)
+    assert re.search(r"master RSS: [\d.]+ MiB before, [\d.]+ MiB with 5 subscribers", result.stdout)
