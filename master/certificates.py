@@ -37,6 +37,11 @@ class CertificateService:
         self._allowed = allowed_names
         self._default = default_names
 
+    @property
+    def ca(self) -> CertificateAuthority:
+        """The CA itself (the HTTP API's own certificate is issued by it too)."""
+        return self._ca
+
     def allowed_for(self, agent_id: str) -> set[str]:
         """Every name ``agent_id`` may put in a certificate."""
         return {agent_id, *self._default, *self._allowed.get(agent_id, [])}

@@ -161,5 +161,5 @@ def load_master_config(config_dir: Path) -> MasterConfig:
         virt=raw.virt,
         seed=raw.seed,
         host=HostProfiles.from_file(raw.host, str(path)),
-        http=parse_http(raw.http, str(path)),
+        http=parse_http(raw.http, str(path), config_dir),
     )

@@ -111,10 +111,9 @@ class Master:
         self.control.bind()
         api = None
         if cfg.http is not None:
-            from .http.server import HttpApi  # tornado is loaded only when the API is on
+            from .http.server import start_api  # tornado is loaded only when the API is on
 
-            api = HttpApi(self, cfg.http)
-            api.start()
+            api = await start_api(self, cfg.http)
         log.info(
             "master %s listening on %s (publish %d, request %d), control socket %s",
             self.identity.fingerprint, cfg.interface, cfg.publish_port, cfg.request_port, cfg.control_socket,

@@ -295,3 +295,41 @@ def test_metrics_in_prometheus_format_for_a_metrics_token_only(api: Api) -> None
         assert samples[f'saltmarsh_vms{{hypervisor="{agent}",state="running"}}'] >= 1
         assert f'saltmarsh_vms{{hypervisor="{agent}",state="shutoff"}}' in samples  # every state, zero or not
     assert "http: GET /metrics 200 token=prometheus" in api.cluster.master.log()
+
+
+def test_with_tls_the_api_serves_a_certificate_from_the_masters_ca(tmp_path: Path) -> None:
+    import ssl
+
+    from saltmarsh.master.config import load_master_config
+
+    port = free_port()
+    cluster = Cluster(tmp_path, http={"listen": f"127.0.0.1:{port}", "tls": True})
+    cluster.start_master()
+    try:
+        wait_until(lambda: _answers(port), what="the HTTPS API")
+        token = cluster.cli("token", "create", "tls", "--scope", "agents:read").stdout.splitlines()[0]
+        ca = cluster.master_dir / "state" / "pki" / "ca" / "ca.crt"
+        context = ssl.create_default_context(cafile=str(ca))
+        for host in ("127.0.0.1", "localhost"):  # both are among the certificate's names
+            request = urllib.request.Request(f"https://{host}:{port}/v1/agents",
+                                             headers={"Authorization": f"Bearer {token}"})
+            with urllib.request.urlopen(request, timeout=10, context=context) as response:
+                assert response.status == 200 and json.loads(response.read()) == []
+        key = cluster.master_dir / "state" / "pki" / "http" / "api.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        with pytest.raises(urllib.error.URLError):  # no trust in the CA: refused by the client
+            urllib.request.urlopen(f"https://127.0.0.1:{port}/v1/openapi.json", timeout=10,
+                                   context=ssl.create_default_context())
+        with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP gets no answer
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/openapi.json", timeout=10)
+        first = (cluster.master_dir / "state" / "pki" / "http" / "api.crt").read_bytes()
+        assert cluster.master.stop() == 0
+        cluster.start_master()  # the certificate is kept across a restart, not issued again
+        wait_until(lambda: _answers(port), what="the HTTPS API again")
+        assert (cluster.master_dir / "state" / "pki" / "http" / "api.crt").read_bytes() == first
+    finally:
+        cluster.stop()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "master.yaml").write_text(f"http: {{listen: '0.0.0.0:{port}', tls: true}}\n")
+    settings = load_master_config(tmp_path / "other").http
+    assert settings is not None and settings.tls is not None  # any address, once it is TLS

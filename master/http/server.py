@@ -14,6 +14,7 @@ import asyncio
 import functools
 import json
 import logging
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -328,10 +329,23 @@ def application(master: Master, max_body: int, ring: EventRing, backlog: int,
                                    log_function=lambda handler: None)  # on_finish logs, with the token
 
 
+async def start_api(master: Master, settings: HttpSettings) -> HttpApi:
+    """The API, listening; its certificate (when TLS is on) made or loaded off the loop."""
+    ssl_options = None
+    if settings.tls is not None:
+        from .tls import server_context
+
+        ssl_options = await asyncio.to_thread(server_context, settings, master.certificates.ca,
+                                              master.config.root_dir / "pki" / "http")
+    api = HttpApi(master, settings, ssl_options)
+    api.start()
+    return api
+
+
 class HttpApi:
     """The listening server; ``start`` on the master's loop, ``stop`` at shutdown."""
 
-    def __init__(self, master: Master, settings: HttpSettings) -> None:
+    def __init__(self, master: Master, settings: HttpSettings, ssl_options: ssl.SSLContext | None = None) -> None:
         self._settings = settings
         self.ring = EventRing(master.bus, settings.event_ring_seconds, settings.event_ring_events)
         self.metrics = Metrics(master)
@@ -340,7 +354,7 @@ class HttpApi:
             application(master, settings.max_body_bytes, self.ring, settings.event_backlog, self.metrics),
             max_body_size=settings.max_body_bytes * 2,
             idle_connection_timeout=settings.header_timeout, body_timeout=settings.body_timeout,
-            decompress_request=False)
+            decompress_request=False, ssl_options=ssl_options)
 
     def start(self) -> None:
         """Listen (on the running loop)."""
