@@ -22,18 +22,19 @@ import msgspec
 import tornado.httpserver
 import tornado.web
 
-from saltmarsh.protocol.messages import Target
-from saltmarsh.protocol.targeting import make_target, matches
+from saltmarsh.protocol.targeting import make_target
 
 from ..errors import CommandError
-from ..service.errors import HTTP_STATUS, Invalid, NotFound, Refused, ServiceError
+from ..service.errors import HTTP_STATUS, Invalid, Refused, ServiceError
 from ..service.registry import OPERATIONS, ServiceContext, load_all
+from .base import ApiError, JsonHandler, authorize
+from .confine import confine, query_value
 from .events import EventRing
 from .metrics import Metrics
 from .routes import ROUTES, WAIT_ROUTE, Route
 from .settings import HttpSettings
 from .stream import EventsHandler
-from .tokens import ApiToken, ApiTokens, Unauthenticated
+from .tokens import ApiToken, ApiTokens
 
 if TYPE_CHECKING:
     from ..server import Master
@@ -42,41 +43,6 @@ log = logging.getLogger(__name__)
 
 # How long /v1/jobs/<jid>/wait waits at most, whatever ?timeout= asks.
 MAX_WAIT_SECONDS = 300.0
-
-
-class ApiError(Exception):
-    """An answer other than success, decided by the front end itself (auth, routing, body)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-
-
-class JsonHandler(tornado.web.RequestHandler):
-    """Every answer as JSON, errors included, and every call logged with its token's name."""
-
-    token_name = "-"
-
-    def set_default_headers(self) -> None:
-        """JSON, never cached, never sniffed."""
-        self.set_header("Content-Type", "application/json")
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Content-Type-Options", "nosniff")
-
-    def answer(self, status: int, document: Any) -> None:
-        """Send ``document`` (msgspec Structs allowed) with ``status``."""
-        self.set_status(status)
-        self.finish(msgspec.json.encode(document))
-
-    def fail(self, status: int, code: str, message: str) -> None:
-        """The one error shape."""
-        self.answer(status, {"error": {"code": code, "message": message}})
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """tornado's own errors (an unknown path, a body over the bound, an uncaught bug) in the one shape."""
-        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large", 400: "invalid"}
-        message = self._reason if status_code != 500 else "internal error (logged on the master)"
-        self.finish(msgspec.json.encode({"error": {"code": codes.get(status_code, "internal"), "message": message}}))
 
 
 class OpenApiHandler(JsonHandler):
@@ -104,15 +70,9 @@ class MetricsHandler(JsonHandler):
     def get(self) -> None:
         """The metrics, or the one error shape."""
         try:
-            token = self.tokens.authenticate(self.request.headers.get("Authorization"))
-        except Unauthenticated as exc:
-            log.warning("http: %s refused: %s", self.request.path, exc)
-            self.set_header("WWW-Authenticate", 'Bearer realm="saltmarsh"')
-            self.fail(401, "unauthenticated", str(exc))
-            return
-        self.token_name = token.name
-        if "metrics:read" not in token.scopes:
-            self.fail(403, "forbidden", f"token {token.name} lacks the scope metrics:read")
+            self.token_name = authorize(self, self.tokens, "metrics:read").name
+        except ApiError as exc:
+            self.fail(exc.status, exc.code, exc.message)
             return
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.finish(self.metrics.render())
@@ -180,7 +140,7 @@ class OperationHandler(JsonHandler):
             token = self._authorize(route)
             fields = self._fields(route, params)
             if route.targets:
-                _confine(self.master, token, fields)
+                confine(self.master, token, fields)
             result = await self._call(route, fields)
         except ApiError as exc:
             self.fail(exc.status, exc.code, exc.message)
@@ -194,15 +154,8 @@ class OperationHandler(JsonHandler):
         self.answer(route.status, result)
 
     def _authorize(self, route: Route) -> ApiToken:
-        try:
-            token = self.tokens.authenticate(self.request.headers.get("Authorization"))
-        except Unauthenticated as exc:
-            log.warning("http: %s %s refused: %s", self.request.method, self.request.path, exc)
-            self.set_header("WWW-Authenticate", 'Bearer realm="saltmarsh"')
-            raise ApiError(401, "unauthenticated", str(exc)) from exc
+        token = authorize(self, self.tokens, route.scope)
         self.token_name = token.name
-        if route.scope not in token.scopes:
-            raise ApiError(403, "forbidden", f"token {token.name} lacks the scope {route.scope}")
         return token
 
     def _fields(self, route: Route, params: tuple[str, ...]) -> dict[str, Any]:
@@ -220,7 +173,7 @@ class OperationHandler(JsonHandler):
                 text = values[-1].decode()
             except UnicodeDecodeError as exc:
                 raise ApiError(400, Invalid.code, f"query parameter {name!r} is not UTF-8") from exc
-            fields[name] = _query_value(text)
+            fields[name] = query_value(text)
         fields.update(zip(route.params, params, strict=True))
         if isinstance(fields.get("target"), str):
             try:
@@ -270,43 +223,6 @@ class WaitHandler(OperationHandler):
                     pass
         finally:
             self.master.bus.unsubscribe(handle)
-
-
-def _query_value(text: str) -> Any:
-    """A query parameter: a number where it reads as one (timeout=5), else the text."""
-    try:
-        return json.loads(text) if text[:1].isdigit() else text
-    except ValueError:
-        return text
-
-
-def _confine(master: Master, token: ApiToken, fields: dict[str, Any]) -> None:
-    """Hold a target-limited token to its pattern: the request's agents, resolved now, must all fit it.
-
-    The target is replaced by the list of agents it names now, so an agent that joins later under a
-    name outside the pattern is never reached through it. Without a target (list everyone) the
-    token's pattern becomes the target.
-    """
-    if not token.target:
-        return
-    target = fields.get("target")
-    if target is None:
-        fields["target"] = Target(kind="glob", pattern=token.target)
-        return
-    if not isinstance(target, Target):
-        try:
-            target = msgspec.convert(target, Target)
-        except msgspec.ValidationError as exc:
-            raise ApiError(400, Invalid.code, f"bad target: {exc}") from exc
-    named = [key.agent_id for key in master.keys.store.all()
-             if matches(target, key.agent_id, master.presence.labels(key.agent_id))]
-    outside = [agent for agent in named if not token.may_reach(agent)]
-    if outside:
-        raise ApiError(403, "forbidden", f"token {token.name} may reach only {token.target!r}, not "
-                                         f"{', '.join(sorted(outside)[:10])}")
-    if not named:
-        raise NotFound("no agent matches the target")
-    fields["target"] = Target(kind="list", ids=sorted(named))
 
 
 def application(master: Master, max_body: int, ring: EventRing, backlog: int,

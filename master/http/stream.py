@@ -22,8 +22,9 @@ import tornado.websocket
 
 from saltmarsh.protocol.tags import pattern_fault
 
+from .base import ApiError, authorize
 from .events import MAX_PATTERNS, CutOff, EventRing, Numbered, Subscriber
-from .tokens import ApiTokens, Unauthenticated
+from .tokens import ApiTokens
 
 if TYPE_CHECKING:
     from .tokens import ApiToken
@@ -103,14 +104,10 @@ class EventsHandler(tornado.websocket.WebSocketHandler):
 
     def _authorize(self) -> ApiToken:
         try:
-            token = self.tokens.authenticate(self.request.headers.get("Authorization"))
-        except Unauthenticated as exc:
-            log.warning("http: %s refused: %s", self.request.path, exc)
-            self.set_header("WWW-Authenticate", 'Bearer realm="saltmarsh"')
-            raise StreamRefused(401, "unauthenticated", str(exc)) from exc
+            token = authorize(self, self.tokens, "events:read")
+        except ApiError as exc:
+            raise StreamRefused(exc.status, exc.code, exc.message) from exc
         self.token_name = token.name
-        if "events:read" not in token.scopes:
-            raise StreamRefused(403, "forbidden", f"token {token.name} lacks the scope events:read")
         return token
 
     # ----- WebSocket -----
