@@ -59,11 +59,12 @@ class Api:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     port = free_port()
-    cluster = Cluster(tmp_path_factory.mktemp("http"), http={
+    base = tmp_path_factory.mktemp("http")
+    cluster = Cluster(base, http={
         "listen": f"127.0.0.1:{port}", "max_body_bytes": MAX_BODY, "header_timeout_seconds": HEADER_TIMEOUT})
     cluster.start_master()
     try:
-        cluster.start_agents(*AGENTS)
+        cluster.start_agents(*AGENTS, virt={"vm_dir": str(base / "vms")})
         cluster.wait_answering(*AGENTS)
         wait_until(lambda: _answers(port), what="the HTTP API to listen")
         yield Api(cluster, port)
@@ -96,7 +97,7 @@ def test_no_token_an_unknown_one_or_another_scheme_gets_401_with_the_reason(api:
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 401
-    assert "refused: no Authorization header" in api.cluster.master.log()
+    wait_until(lambda: "refused: no Authorization header" in api.cluster.master.log(), what="the refusal logged")
 
 
 def test_a_read_token_lists_and_shows_agents_and_may_not_run_jobs(api: Api) -> None:
@@ -111,7 +112,7 @@ def test_a_read_token_lists_and_shows_agents_and_may_not_run_jobs(api: Api) -> N
     status, body, _ = api.call("POST", "/v1/jobs", reader, {"target": "web1", "fun": "test.ping"})
     assert status == 403 and error_of(body) == ("forbidden", "token reader lacks the scope jobs:run")
     assert api.call("GET", "/v1/jobs", reader)[0] == 403
-    assert "http: GET /v1/agents 200 token=reader" in api.cluster.master.log()
+    wait_until(lambda: "http: GET /v1/agents 200 token=reader" in api.cluster.master.log(), what="the access log")
 
 
 def test_a_job_started_over_http_answers_202_and_its_returns_are_waited_for(api: Api) -> None:
@@ -219,11 +220,11 @@ def test_the_api_refuses_a_non_loopback_address_at_start(tmp_path: Path) -> None
 
 def test_the_openapi_document_names_every_route_with_its_scope(api: Api) -> None:
     from saltmarsh.master.http.openapi import openapi_path
-    from saltmarsh.master.http.routes import ROUTES, WAIT_ROUTE
+    from saltmarsh.master.http.routes import OPERATION_ROUTES, ROUTES, WAIT_ROUTE
 
     status, doc, _ = api.call("GET", "/v1/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
-    for route in (*ROUTES, WAIT_ROUTE):
+    for route in (*ROUTES, WAIT_ROUTE, *OPERATION_ROUTES):
         operation = doc["paths"][openapi_path(route)][route.method.lower()]
         assert operation["x-saltmarsh-scope"] == route.scope
         assert str(route.status) in operation["responses"]
@@ -294,7 +295,7 @@ def test_metrics_in_prometheus_format_for_a_metrics_token_only(api: Api) -> None
         assert samples[f'saltmarsh_hypervisor_free_memory_mib{{hypervisor="{agent}"}}'] > 0
         assert samples[f'saltmarsh_vms{{hypervisor="{agent}",state="running"}}'] >= 1
         assert f'saltmarsh_vms{{hypervisor="{agent}",state="shutoff"}}' in samples  # every state, zero or not
-    assert "http: GET /metrics 200 token=prometheus" in api.cluster.master.log()
+    wait_until(lambda: "http: GET /metrics 200 token=prometheus" in api.cluster.master.log(), what="the access log")
 
 
 def test_with_tls_the_api_serves_a_certificate_from_the_masters_ca(tmp_path: Path) -> None:
@@ -333,3 +334,64 @@ def test_with_tls_the_api_serves_a_certificate_from_the_masters_ca(tmp_path: Pat
     (tmp_path / "other" / "master.yaml").write_text(f"http: {{listen: '0.0.0.0:{port}', tls: true}}\n")
     settings = load_master_config(tmp_path / "other").http
     assert settings is not None and settings.tls is not None  # any address, once it is TLS
+
+
+def test_keys_over_http_accept_a_pending_agent_and_show_fingerprints(api: Api) -> None:
+    admin = api.token("key-admin", "keys:read,keys:write")
+    reader = api.token("key-reader", "keys:read")
+    api.cluster.start_agent("late1")
+    wait_until(lambda: "late1" in api.call("GET", "/v1/keys", reader)[1]["pending"], what="late1 pending")
+    status, body, _ = api.call("POST", "/v1/keys/late1/accept", reader)
+    assert status == 403 and error_of(body)[1].endswith("keys:write")
+    assert api.call("POST", "/v1/keys/late1/accept", admin)[0] == 200
+    assert "late1" in api.call("GET", "/v1/keys", reader)[1]["accepted"]
+    api.cluster.wait_answering("late1")
+    status, finger, _ = api.call("GET", "/v1/keys/late1/finger", reader)
+    assert status == 200 and "late1" in json.dumps(finger)
+    assert api.call("GET", "/v1/finger", reader)[0] == 200
+    status, issued, _ = api.call("POST", "/v1/keys/guest9/token", admin, {"ttl": 60})
+    assert status == 200 and "guest9" in json.dumps(issued)
+    assert api.cluster.agents.pop("late1").stop() == 0
+    assert api.call("DELETE", "/v1/keys/late1", admin)[0] == 200
+    assert "late1" not in json.dumps(api.call("GET", "/v1/keys", reader)[1])
+    status, body, _ = api.call("DELETE", "/v1/keys/late1", admin)
+    assert status == 404 and error_of(body)[0] == "not_found"
+
+
+def test_vm_calls_run_as_operations_seen_only_by_their_token(api: Api) -> None:
+    admin = api.token("vm-admin", "vms:read,vms:write")
+    other = api.token("vm-other", "vms:read,vms:write")
+    web = api.token("vm-web", "vms:read,vms:write", "--target", "web*")
+    status, started, _ = api.call("POST", "/v1/vms", admin, {"name": "h1", "cpus": 1, "memory_mib": 64,
+                                                             "host": "web1"})
+    assert status == 202 and started["operation"]["status"] == "running", started
+    op_id = started["operation"]["id"]
+    status, done, _ = api.call("GET", f"/v1/operations/{op_id}/wait?timeout=60", admin)
+    assert status == 200 and done["status"] == "succeeded", done["error"]
+    assert api.call("GET", f"/v1/operations/{op_id}", other)[0] == 404  # another token's: not shown
+    status, body, _ = api.call("DELETE", f"/v1/operations/{op_id}", admin)
+    assert status == 409 and error_of(body)[0] == "conflict"  # it has ended
+
+    status, started, _ = api.call("POST", "/v1/vms/h1/stop", admin)
+    assert status == 202
+    done = api.call("GET", f"/v1/operations/{started['operation']['id']}/wait?timeout=60", admin)[1]
+    assert done["status"] == "succeeded", done
+    status, query, _ = api.call("GET", "/v1/vms/query?name=h1", admin)
+    assert status == 200 and query["web1"]["vm_info"]["h1"]["state"] == "shutoff", query
+
+    # A migration to a host that does not exist fails, and says why, in the one error shape.
+    started = api.call("POST", "/v1/vms/h1/migrate", admin, {"target": "nosuch"})[1]
+    failed = api.call("GET", f"/v1/operations/{started['operation']['id']}/wait?timeout=60", admin)[1]
+    assert failed["status"] == "failed" and failed["error"]["code"] in ("not_found", "refused", "unavailable"), failed
+
+    # A token limited to web* reaches h1 (on web1) but may not create a VM without naming its host.
+    assert api.call("GET", "/v1/vms/h1/console", web)[0] in (200, 404, 422, 503)
+    status, body, _ = api.call("POST", "/v1/vms", web, {"name": "h2", "cpus": 1, "memory_mib": 64})
+    assert status == 403 and "host" in error_of(body)[1]
+    status, body, _ = api.call("POST", "/v1/vms", web, {"name": "h2", "cpus": 1, "memory_mib": 64, "host": "db1"})
+    assert status == 403
+    started = api.call("POST", "/v1/vms/h1/purge", admin)[1]
+    assert api.call("GET", f"/v1/operations/{started['operation']['id']}/wait?timeout=60", admin)[1]["status"] \
+        == "succeeded"
+    status, body, _ = api.call("POST", "/v1/vms/h1/start", web)
+    assert status == 404 and error_of(body)[0] == "not_found"  # purged: no such VM

@@ -54,3 +54,24 @@ def confine(master: Master, token: ApiToken, fields: dict[str, Any]) -> None:
     if not named:
         raise NotFound("no agent matches the target")
     fields["target"] = Target(kind="list", ids=sorted(named))
+
+
+def confine_vm(master: Master, token: ApiToken, fields: dict[str, Any], creating: bool) -> None:
+    """Hold a target-limited token to VMs on its hypervisors: the VM's host (or, creating one, the host
+    the request names: placement may not choose one outside the pattern) must fit the pattern."""
+    if not token.target:
+        return
+    if creating:
+        host = fields.get("host")
+        if not isinstance(host, str) or not token.may_reach(host):
+            raise ApiError(403, "forbidden", f"token {token.name} may create VMs only with a host matching "
+                                             f"{token.target!r} named in the request")
+        return
+    name = fields.get("name")
+    hosts = master.inventory.locate(name) if isinstance(name, str) else []
+    if not hosts:
+        raise NotFound(f"no VM named {name!r}")
+    outside = [host for host in hosts if not token.may_reach(host)]
+    if outside:
+        raise ApiError(403, "forbidden", f"token {token.name} may reach only {token.target!r}; VM {name} is on "
+                                         f"{', '.join(sorted(outside))}")

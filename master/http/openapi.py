@@ -14,7 +14,7 @@ import msgspec
 from saltmarsh.protocol.version import VERSION
 
 from ..service.registry import OPERATIONS
-from .routes import ROUTES, SEGMENT, WAIT_ROUTE, Route
+from .routes import OPERATION_ROUTES, ROUTES, SEGMENT, WAIT_ROUTE, Route
 
 ERROR_SCHEMA = {"type": "object", "required": ["error"], "properties": {"error": {
     "type": "object", "required": ["code", "message"],
@@ -29,15 +29,17 @@ def openapi_path(route: Route) -> str:
 
 def document() -> dict[str, Any]:
     """The whole document."""
-    routes = (*ROUTES, WAIT_ROUTE)
-    types = [OPERATIONS[route.command].request for route in routes]
+    served = (*ROUTES, WAIT_ROUTE)
+    types = [OPERATIONS[route.command].request for route in served]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    routes = (*served, *OPERATION_ROUTES)
+    schemas = (*schemas, *({"type": "object"} for _ in OPERATION_ROUTES))  # an id in the path: nothing else
     paths: dict[str, dict[str, Any]] = {}
     for route, schema in zip(routes, schemas, strict=True):
         operation: dict[str, Any] = {
             "operationId": f"{route.method.lower()}:{openapi_path(route)}", "summary": route.summary,
             "x-saltmarsh-operation": route.command,
-            "security": [{"bearer": [route.scope]}], "x-saltmarsh-scope": route.scope,
+            "security": [{"bearer": [route.scope] if route.scope else []}], "x-saltmarsh-scope": route.scope,
             "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                            for name in route.params],
             "responses": {str(route.status): {"description": "success", "content": {"application/json": {}}},

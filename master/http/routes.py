@@ -27,6 +27,8 @@ class Route:
     status: int = 200
     body: bool = False  # whether the request takes a JSON body
     targets: bool = False  # whether the request names agents (checked against a token's target pattern)
+    vm: bool = False  # whether the request names a VM (its hypervisor is checked against a token's target)
+    operation: bool = False  # runs as an operation: 202 with its id at once (master/http/operations.py)
 
 
 ROUTES = (
@@ -44,7 +46,35 @@ ROUTES = (
     Route("GET", r"/v1/hosts", "virt.host_info", "vms:read", summary="every hypervisor's resources"),
     Route("GET", r"/v1/images", "image.list", "images:read", summary="images under the master's file roots"),
     Route("GET", r"/v1/pki", "pki.status", "pki:read", summary="the libvirt CA and the certificates it issued"),
+    Route("GET", r"/v1/finger", "key.finger", "keys:read", summary="the master's and every agent's fingerprint"),
+    Route("GET", rf"/v1/keys/{SEGMENT}/finger", "key.finger", "keys:read", ("id",), "one agent key's fingerprint"),
+    Route("POST", rf"/v1/keys/{SEGMENT}/accept", "key.accept", "keys:write", ("id",), "accept a pending key"),
+    Route("POST", rf"/v1/keys/{SEGMENT}/reject", "key.reject", "keys:write", ("id",), "reject a key"),
+    Route("DELETE", rf"/v1/keys/{SEGMENT}", "key.delete", "keys:write", ("id",), "delete a key"),
+    Route("POST", rf"/v1/keys/{SEGMENT}/token", "key.token", "keys:write", ("id",),
+          "a one-time join token for an agent id", body=True),
+    Route("GET", r"/v1/vms/query", "virt.query", "vms:read", summary="VMs in detail (?name= for one)"),
+    Route("POST", r"/v1/vms", "virt.init", "vms:write", summary="create a VM (an operation)", status=202, body=True,
+          operation=True),
+    Route("GET", rf"/v1/vms/{SEGMENT}/console", "virt.console_log", "vms:read", ("name",),
+          "the tail of a VM's serial console (?lines=)", vm=True),
+    Route("POST", rf"/v1/vms/{SEGMENT}/migrate", "virt.migrate", "vms:write", ("name",),
+          "live-migrate a VM to body.target (an operation; DELETE aborts it)", status=202, body=True, vm=True,
+          operation=True),
+    Route("POST", rf"/v1/vms/{SEGMENT}/migrate/abort", "virt.migrate_abort", "vms:write", ("name",),
+          "abort a VM's running migration", vm=True),
+    Route("POST", rf"/v1/vms/{SEGMENT}/{SEGMENT}", "virt.op", "vms:write", ("name", "op"),
+          "start, shutdown, stop, reboot, reset, pause, resume, purge, info or vnc (an operation)", status=202,
+          body=True, vm=True, operation=True),
 )
-# Routes the front end answers itself (no operation behind them).
+# Routes the front end answers itself (no service operation of their own behind them).
 WAIT_ROUTE = Route("GET", rf"/v1/jobs/{SEGMENT}/wait", "job.outcome", "jobs:read", ("jid",),
                    "a job's returns once every awaited agent answered or ?timeout=S passed")
+# An operation is seen by the token that started it, whatever its scopes now.
+OPERATION_ROUTES = (
+    Route("GET", rf"/v1/operations/{SEGMENT}", "operation.show", "", ("id",), "an operation: status, result, error"),
+    Route("DELETE", rf"/v1/operations/{SEGMENT}", "operation.cancel", "", ("id",),
+          "cancel an operation where it can be (a migration is aborted)"),
+    Route("GET", rf"/v1/operations/{SEGMENT}/wait", "operation.wait", "", ("id",),
+          "an operation once it ended, or after ?timeout=S"),
+)

@@ -27,14 +27,16 @@ from saltmarsh.protocol.targeting import make_target
 from ..errors import CommandError
 from ..service.errors import HTTP_STATUS, Invalid, Refused, ServiceError
 from ..service.registry import OPERATIONS, ServiceContext, load_all
+from ..service.types.vms import MigrateAbortRequest
 from .base import ApiError, JsonHandler, authorize
-from .confine import confine, query_value
+from .confine import confine, confine_vm, query_value
 from .events import EventRing
 from .metrics import Metrics
-from .routes import ROUTES, WAIT_ROUTE, Route
+from .operations import Operations
+from .routes import OPERATION_ROUTES, ROUTES, WAIT_ROUTE, Route
 from .settings import HttpSettings
 from .stream import EventsHandler
-from .tokens import ApiToken, ApiTokens
+from .tokens import ApiToken, ApiTokens, Unauthenticated
 
 if TYPE_CHECKING:
     from ..server import Master
@@ -98,9 +100,11 @@ class OperationHandler(JsonHandler):
     head alone (Content-Length) or as soon as it grows past the bound (chunked), never read whole.
     """
 
-    def initialize(self, master: Master, tokens: ApiTokens, routes: dict[str, Route], max_body: int) -> None:
+    def initialize(self, master: Master, tokens: ApiTokens, routes: dict[str, Route], max_body: int,
+                   operations: Operations) -> None:
         """Given by the application for this path."""
         self.master, self.tokens, self.routes, self.max_body = master, tokens, routes, max_body
+        self.operations = operations
         self.body = bytearray()
 
     def prepare(self) -> None:
@@ -131,6 +135,10 @@ class OperationHandler(JsonHandler):
         """POST routes."""
         await self._serve(params)
 
+    async def delete(self, *params: str) -> None:
+        """DELETE routes."""
+        await self._serve(params)
+
     async def _serve(self, params: tuple[str, ...]) -> None:
         route = self.routes.get(self.request.method or "")
         if route is None:
@@ -141,7 +149,9 @@ class OperationHandler(JsonHandler):
             fields = self._fields(route, params)
             if route.targets:
                 confine(self.master, token, fields)
-            result = await self._call(route, fields)
+            if route.vm or route.command == "virt.init":
+                confine_vm(self.master, token, fields, creating=route.command == "virt.init")
+            result = await (self._start(route, fields, token) if route.operation else self._call(route, fields))
         except ApiError as exc:
             self.fail(exc.status, exc.code, exc.message)
             return
@@ -175,27 +185,67 @@ class OperationHandler(JsonHandler):
                 raise ApiError(400, Invalid.code, f"query parameter {name!r} is not UTF-8") from exc
             fields[name] = query_value(text)
         fields.update(zip(route.params, params, strict=True))
-        if isinstance(fields.get("target"), str):
+        if route.targets and isinstance(fields.get("target"), str):  # agents; virt.migrate's is a host
             try:
                 fields["target"] = make_target(fields["target"])
             except ValueError as exc:
                 raise ApiError(400, Invalid.code, f"bad target: {exc}") from exc
         return fields
 
-    async def _call(self, route: Route, fields: dict[str, Any]) -> Any:
-        operation = OPERATIONS[route.command]
-        if route.command == "run":
-            fields["wait"] = False  # the API starts the job; its returns are at /v1/jobs/<jid>
+    def _request(self, route: Route, fields: dict[str, Any]) -> Any:
         try:
-            request = msgspec.convert(fields, operation.request, from_attributes=True)
+            return msgspec.convert(fields, OPERATIONS[route.command].request, from_attributes=True)
         except msgspec.ValidationError as exc:
             raise ApiError(400, Invalid.code, f"invalid request: {exc}") from exc
-        return await operation.run(ServiceContext(self.master), request)
+
+    async def _start(self, route: Route, fields: dict[str, Any], token: ApiToken) -> Any:
+        """Start the route's call as an operation: its view, at once."""
+        request = self._request(route, fields)
+        ctx = ServiceContext(self.master)
+        cancel = None
+        if route.command == "virt.migrate":
+            abort = MigrateAbortRequest(name=request.name)
+
+            async def cancel() -> Any:
+                return await OPERATIONS[abort.command].run(ctx, abort)
+        operation = self.operations.start(route.command, token.name, OPERATIONS[route.command].run(ctx, request),
+                                          cancel)
+        return {"operation": operation.view()}
+
+    async def _call(self, route: Route, fields: dict[str, Any]) -> Any:
+        if route.command == "run":
+            fields["wait"] = False  # the API starts the job; its returns are at /v1/jobs/<jid>
+        return await OPERATIONS[route.command].run(ServiceContext(self.master), self._request(route, fields))
 
     def on_finish(self) -> None:
         """The access log line, with the token's name (never the token)."""
         log.info("http: %s %s %d token=%s %.1f ms", self.request.method, self.request.path, self.get_status(),
                  self.token_name, 1000 * self.request.request_time())
+
+
+class OperationsHandler(OperationHandler):
+    """``/v1/operations/<id>`` (GET, DELETE) and ``…/wait``: seen by the token that started the operation."""
+
+    def _authorize(self, route: Route) -> ApiToken:
+        try:
+            token = self.tokens.authenticate(self.request.headers.get("Authorization"))
+        except Unauthenticated as exc:
+            self.set_header("WWW-Authenticate", 'Bearer realm="saltmarsh"')
+            raise ApiError(401, "unauthenticated", str(exc)) from exc
+        self.token_name = token.name
+        return token
+
+    async def _call(self, route: Route, fields: dict[str, Any]) -> Any:
+        op_id, owner = str(fields["id"]), self.token_name
+        if route.command == "operation.cancel":
+            return await self.operations.cancel(op_id, owner)
+        if route.command == "operation.wait":
+            try:
+                timeout = min(float(fields.get("timeout", 30.0)), MAX_WAIT_SECONDS)
+            except (TypeError, ValueError) as exc:
+                raise ApiError(400, Invalid.code, "timeout must be a number of seconds") from exc
+            return await self.operations.wait(op_id, owner, max(timeout, 0.0))
+        return self.operations.get(op_id, owner).view()
 
 
 class WaitHandler(OperationHandler):
@@ -226,18 +276,23 @@ class WaitHandler(OperationHandler):
 
 
 def application(master: Master, max_body: int, ring: EventRing, backlog: int,
-                metrics: Metrics) -> tornado.web.Application:
+                metrics: Metrics, operations: Operations) -> tornado.web.Application:
     """The API's routes, each path's methods handled by one handler."""
     load_all()
     by_path: dict[str, dict[str, Route]] = {}
     for route in ROUTES:
         by_path.setdefault(route.path, {})[route.method] = route
-    common = {"master": master, "tokens": master.api_tokens, "max_body": max_body}
+    common = {"master": master, "tokens": master.api_tokens, "max_body": max_body, "operations": operations}
     handlers: list[Any] = [(r"/v1/openapi.json", OpenApiHandler),
                            (r"/metrics", MetricsHandler, {"tokens": master.api_tokens, "metrics": metrics}),
                            (r"/v1/events", EventsHandler,
                             {"tokens": master.api_tokens, "ring": ring, "backlog": backlog}),
                            (WAIT_ROUTE.path, WaitHandler, {**common, "routes": {"GET": WAIT_ROUTE}})]
+    operation_paths: dict[str, dict[str, Route]] = {}
+    for route in OPERATION_ROUTES:
+        operation_paths.setdefault(route.path, {})[route.method] = route
+    for path in sorted(operation_paths, key=len, reverse=True):  # …/wait before …/<id>
+        handlers.append((path, OperationsHandler, {**common, "routes": operation_paths[path]}))
     # Longer, literal paths first: /v1/jobs/running before /v1/jobs/<jid>.
     for path in sorted(by_path, key=lambda p: (p.count("("), -len(p))):
         handlers.append((path, OperationHandler, {**common, "routes": by_path[path]}))
@@ -265,9 +320,11 @@ class HttpApi:
         self._settings = settings
         self.ring = EventRing(master.bus, settings.event_ring_seconds, settings.event_ring_events)
         self.metrics = Metrics(master)
+        self.operations = Operations()
         self._server = tornado.httpserver.HTTPServer(
             # The server's own bound is a backstop: the handlers answer 413 past max_body_bytes themselves.
-            application(master, settings.max_body_bytes, self.ring, settings.event_backlog, self.metrics),
+            application(master, settings.max_body_bytes, self.ring, settings.event_backlog, self.metrics,
+                        self.operations),
             max_body_size=settings.max_body_bytes * 2,
             idle_connection_timeout=settings.header_timeout, body_timeout=settings.body_timeout,
             decompress_request=False, ssl_options=ssl_options)
