@@ -201,17 +201,48 @@ class CertificateAuthority:
                 self._save(entries)
         return revoked
 
+    @property
+    def _crl_path(self) -> Path:
+        return self._dir / "crl.pem"
+
     def crl_pem(self) -> bytes:
-        """A fresh CRL listing every revoked certificate still within its lifetime."""
+        """The CRL listing every revoked certificate still within its lifetime.
+
+        Signed again only when that list changed or the kept one is past half its life (``crl_days``),
+        and kept in ``crl.pem``: every host that fetches it gets the same bytes until then, so a CRL
+        installed on a hypervisor (libvirt_tls, the agent's TLS check) does not look changed at each
+        fetch, and host setup reports no false change.
+        """
         now = datetime.datetime.now(UTC)
-        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.certificate.subject)
-                   .last_update(now - datetime.timedelta(minutes=5))
-                   .next_update(now + datetime.timedelta(days=self._settings.crl_days)))
-        for entry in self.issued():
-            if entry.revoked is not None and entry.not_after > now.timestamp():
+        revoked = {entry.serial: entry.revoked for entry in self.issued()
+                   if entry.revoked is not None and entry.not_after > now.timestamp()}
+        with self._lock:
+            kept = self._kept_crl(set(revoked), now)
+            if kept is not None:
+                return kept
+            builder = (x509.CertificateRevocationListBuilder().issuer_name(self.certificate.subject)
+                       .last_update(now - datetime.timedelta(minutes=5))
+                       .next_update(now + datetime.timedelta(days=self._settings.crl_days)))
+            for serial, when in sorted(revoked.items()):
                 builder = builder.add_revoked_certificate(
-                    x509.RevokedCertificateBuilder().serial_number(entry.serial)
-                    .revocation_date(datetime.datetime.fromtimestamp(entry.revoked, UTC)).build()
+                    x509.RevokedCertificateBuilder().serial_number(serial)
+                    .revocation_date(datetime.datetime.fromtimestamp(when, UTC)).build()
                 )
-        assert isinstance(self._key, ec.EllipticCurvePrivateKey)
-        return builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+            assert isinstance(self._key, ec.EllipticCurvePrivateKey)
+            pem = builder.sign(self._key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+            write_atomic(self._crl_path, pem)
+            return pem
+
+    def _kept_crl(self, serials: set[int], now: datetime.datetime) -> bytes | None:
+        """The CRL in crl.pem if it lists exactly ``serials`` and has more than half its life left."""
+        try:
+            pem = self._crl_path.read_bytes()
+            crl = x509.load_pem_x509_crl(pem)
+        except (OSError, ValueError):
+            return None
+        left = (crl.next_update_utc or now) - now
+        if left <= datetime.timedelta(days=self._settings.crl_days / 2):
+            return None
+        if not crl.is_signature_valid(self.certificate.public_key()):  # type: ignore[arg-type]
+            return None
+        return pem if {revoked.serial_number for revoked in crl} == serials else None

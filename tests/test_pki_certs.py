@@ -168,3 +168,19 @@ def test_pki_init_makes_the_ca_without_a_master_and_keeps_it(tmp_path: Path) -> 
     fingerprint = first.splitlines()[1]
     assert fingerprint.startswith("sha256 ") and len(fingerprint.split()[1]) == 95  # 32 bytes as aa:bb:…
     assert cluster.cli("pki", "init").stdout == first  # the same CA, not a new one
+
+
+def test_the_crl_is_the_same_bytes_until_a_revocation_changes_it(tmp_path: Path) -> None:
+    ca = CertificateAuthority(tmp_path / "ca", CaSettings())
+    first = ca.crl_pem()
+    assert ca.crl_pem() == first  # fetched again: nothing a host would see as changed
+    assert CertificateAuthority(tmp_path / "ca", CaSettings()).crl_pem() == first  # a master restart too
+    cert = x509.load_pem_x509_certificate(ca.issue(build_csr(new_key(), ["hv1"]), "hv1", "server", {"hv1"}))
+    assert ca.crl_pem() == first  # issuing revokes nothing
+    assert ca.revoke_agent("hv1") == [cert.serial_number]
+    changed = ca.crl_pem()
+    assert changed != first
+    assert x509.load_pem_x509_crl(changed).get_revoked_certificate_by_serial_number(cert.serial_number) is not None
+    assert ca.crl_pem() == changed
+    (tmp_path / "ca" / "crl.pem").write_bytes(b"not a crl")  # a damaged file is signed again, not served
+    assert x509.load_pem_x509_crl(ca.crl_pem()).get_revoked_certificate_by_serial_number(cert.serial_number)
