@@ -224,7 +224,7 @@ class Agent:
         elif isinstance(message, Refused):
             self._lost_acceptance(message.reason)
         elif isinstance(message, InventoryCheck):
-            # The master's digest of this host (master/resync.py): the full inventory goes back only
+            # The master's digest of this host (master/agents/resync.py): the full inventory goes back only
             # if ours differs. Taking it may mean libvirt calls, so not on the loop.
             asyncio.get_running_loop().run_in_executor(None, self.watcher.answer_check, message.digest)
 

@@ -28,7 +28,7 @@ The spool is used only when memory is not the right place:
 The sender takes from the spool first, in id order, then from memory, so events leave in the
 order they were fired; a spooled event is deleted only when its batch is acknowledged. A
 batch may reach the master twice (its Ack was lost, or it waited in a stopped master's socket
-while the agent gave up on it): the master relays each id once (master/agent_events.py).
+while the agent gave up on it): the master relays each id once (master/agents/relay.py).
 Each batch carries ``floor``, the lowest id this agent may still send, so the master
 remembers a bounded set of ids. A kill -9 loses only what was in memory: while connected,
 events not yet sent; while the master is away, at most the last SPILL_DELAY of them.

@@ -1,7 +1,7 @@
 """Published frames whose signature this process has already checked, shared by a swarm's members.
 
 A job goes out as one signed frame that every agent it is for receives (on broadcast, or the
-same frame on each agent's own topic, beside a key wrapped for it: master/publisher.py). One
+same frame on each agent's own topic, beside a key wrapped for it: master/wire/publisher.py). One
 real agent checks it once on its own CPU. A swarm (agent/swarm.py) runs hundreds of agents in
 one process, and each checked the same bytes against the same key: at 1,000 agents on 2 cores
 that was a fifth of the swarm's CPU per ``'*' test.ping``, spent beside the master's. So the

@@ -156,7 +156,7 @@ class EventWatch:
     """The wall times (the master's clock) of the first event of each tag in ``tags``, recorded in a thread."""
 
     def __init__(self, cluster: Cluster, tags: dict[str, str]) -> None:
-        from saltmarsh.master.client import MasterClient
+        from saltmarsh.master.control.client import MasterClient
 
         self.seen: dict[str, float] = {}
         self._wanted = {f"saltmarsh/{tag}": key for key, tag in tags.items()}

@@ -11,7 +11,7 @@ keys through the CLI (``saltmarsh key accept --all``), and measures:
   after every agent has answered once and after one untimed run; and the same
   for ``run 'hv*' test.ping``, a glob that names every agent (ids hv00, hv01,
   ...) and so takes the per-agent path (a job key wrapped for each agent, sent
-  on each agent's topic; master/publisher.py) where ``'*'`` goes once on
+  on each agent's topic; master/wire/publisher.py) where ``'*'`` goes once on
   broadcast. The two are run in turn, one of each per round;
 - master CPU per ping: user + system seconds of the master process
   (/proc/<pid>/stat, clock ticks) from before to after each timed CLI run,
@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from saltmarsh.master.client import MasterClient
+from saltmarsh.master.control.client import MasterClient
 from saltmarsh.protocol.targeting import make_target
 from tests.cluster import BIN, Cluster, wait_until
 

@@ -2,9 +2,9 @@
 
     .venv/bin/python -m bench.publish [--agents 1,50,1000] [--repeat 200] [--subscribers none|agents]
 
-Everything is the master's real code, in this one process: a Publisher (master/publisher.py)
+Everything is the master's real code, in this one process: a Publisher (master/wire/publisher.py)
 on a real PUB socket bound on 127.0.0.1, a master identity and N agent identities made with
-Identity.generate, and the Boxes of a real RequestChannel.peer_cipher (master/request_channel.py).
+Identity.generate, and the Boxes of a real RequestChannel.peer_cipher (master/wire/request_channel.py).
 The Boxes are warmed first (one peer_cipher call per agent), as in a running master, which
 computed each agent's Box when the agent authenticated and keeps up to MAX_CIPHERS of them.
 For each N it publishes --repeat test.ping Jobs (target ``'hv*'``), after 10 untimed ones, as:
@@ -55,8 +55,8 @@ from pathlib import Path
 import zmq
 import zmq.asyncio
 
-from saltmarsh.master.publisher import Publisher, SessionKeys
-from saltmarsh.master.request_channel import RequestChannel
+from saltmarsh.master.wire.publisher import Publisher, SessionKeys
+from saltmarsh.master.wire.request_channel import RequestChannel
 from saltmarsh.pki.keys import Identity
 from saltmarsh.protocol.jids import new_jid
 from saltmarsh.protocol.limits import DEFAULT_LIMITS

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.bus import rss_mb
-from saltmarsh.master.client import MasterClient
+from saltmarsh.master.control.client import MasterClient
 from saltmarsh.protocol.messages import Target
 from saltmarsh.protocol.targeting import make_target
 from tests.cluster import Cluster, wait_until

@@ -12,7 +12,7 @@ swarm, accepts the keys with ``saltmarsh key accept --all``, and measures:
   start included), median of --repeat runs after one untimed run; and the same
   for ``run 'sw-*' test.ping``, a glob that names every member (ids sw-00000,
   sw-00001, ...) and so takes the per-agent path (a job key wrapped for each
-  agent, sent on each agent's topic; master/publisher.py) where ``'*'`` goes
+  agent, sent on each agent's topic; master/wire/publisher.py) where ``'*'`` goes
   once on broadcast. The two are run in turn, one of each per round;
 - events: ``test.fire_events`` on every agent, counted on a subscription
   (as bench/bus.py does), events received per second;
@@ -60,7 +60,7 @@ from typing import Any
 
 from bench.bus import PROBE_TAG, TICKS, EventCounter, cpu_seconds, rss_mb
 from saltmarsh.agent.backoff import JITTER
-from saltmarsh.master.client import MasterClient
+from saltmarsh.master.control.client import MasterClient
 from saltmarsh.protocol.targeting import make_target
 from tests.cluster import BIN, Cluster, Daemon, wait_until
 

@@ -15,7 +15,7 @@ and tests/test_properties.py replay it from then on.
 
 atheris (libFuzzer for Python; in the ``test`` extras) mutates inputs and
 watches coverage. Every input goes through the real RequestChannel of
-master/request_channel.py, the code that reads what agents send: frame count,
+master/wire/request_channel.py, the code that reads what agents send: frame count,
 size, envelope, sender id, signature, header, key state, freshness,
 decryption and body schema, then dispatch to handlers. The handlers here are
 no-ops (the key store, job router and file server are not under test). An
@@ -48,7 +48,7 @@ import msgspec
 import zmq
 import zmq.asyncio
 
-from saltmarsh.master.request_channel import Request, RequestChannel
+from saltmarsh.master.wire.request_channel import Request, RequestChannel
 from saltmarsh.pki.keys import Identity, curve_public
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.crypto import PeerCipher
@@ -99,7 +99,7 @@ class Harness:
         self._counter = 0
         self.handled = 0
         self._failures = _Failures()
-        self._log = logging.getLogger("saltmarsh.master.request_channel")
+        self._log = logging.getLogger("saltmarsh.master.wire.request_channel")
         self._log_was = (self._log.level, self._log.propagate)
         self._log.addHandler(self._failures)
         # Refusals are the expected outcome: keep them out of the output (and the time) of a run.

@@ -13,7 +13,7 @@ from saltmarsh.protocol.bounds import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR_N
 from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
 from saltmarsh.protocol.limits import Limits
 
-from .hostprofile import HostFile, HostProfiles
+from .hosts.profile import HostFile, HostProfiles
 from .http.settings import HttpFile, HttpSettings, parse_http
 
 DEFAULT_CONFIG_DIR = Path(DEFAULT_CONFIG_DIR_NAME)

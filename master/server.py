@@ -24,27 +24,27 @@ from saltmarsh.protocol.messages import (
     Welcome,
 )
 
-from .agent_events import AgentEventRelay
-from .batch import Batches
-from .certificates import CertificateService
+from .agents.join_tokens import TokenStore
+from .agents.keys import KeyManager
+from .agents.presence import Presence
+from .agents.relay import AgentEventRelay
+from .agents.resync import InventoryChecks
+from .certs.service import CertificateService
+from .cloud.controller import Controller, SeedAddresses
+from .cloud.fileserver import SERVED_RECORDS, FileRequests, FileServer
+from .cloud.inventory import Inventory
+from .cloud.migration import Migrations
+from .cloud.placement import Placement
 from .config import MasterConfig
-from .control import ControlServer
-from .controller import Controller, SeedAddresses
-from .eventbus import EventBus
-from .fileserver import SERVED_RECORDS, FileRequests, FileServer
-from .hostsetup import HostSetup
+from .control.server import ControlServer
+from .events.bus import EventBus
+from .hosts.setup import HostSetup
 from .http.tokens import ApiTokens
-from .inventory import Inventory
-from .jobcache import JobCache
-from .jobs import JobRouter
-from .keys import KeyManager
-from .migration import Migrations
-from .placement import Placement
-from .presence import Presence
-from .publisher import Publisher, SessionKeys
-from .request_channel import Request, RequestChannel
-from .resync import InventoryChecks
-from .tokens import TokenStore
+from .jobs.batches import Batches
+from .jobs.router import JobRouter
+from .store.jobcache import JobCache
+from .wire.publisher import Publisher, SessionKeys
+from .wire.request_channel import Request, RequestChannel
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What both ends agree on about a hypervisor's inventory: its digest.
 
 The master keeps each hypervisor's inventory (node facts and every VM's info) from a full
-snapshot and libvirt's events since (master/inventory.py); the agent can make the same
+snapshot and libvirt's events since (master/cloud/inventory.py); the agent can make the same
 snapshot at any time (agent/virt/inventory.py). When an agent comes up, the master sends
 the digest of what it holds instead of asking for the whole snapshot
 (messages.InventoryCheck), and the agent sends its snapshot only when its own digest

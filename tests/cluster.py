@@ -195,7 +195,7 @@ class Cluster:
 
     def subscriptions(self) -> int:
         """How many event subscriptions the master holds now (``master.ping``): a subscriber's handshake."""
-        from saltmarsh.master.client import MasterClient
+        from saltmarsh.master.control.client import MasterClient
 
         with MasterClient.from_config_dir(self.master_dir) as client:
             return int(client.call("master.ping")["subscriptions"])
@@ -249,7 +249,7 @@ class EventRecorder:
     """
 
     def __init__(self, cluster: Cluster, pattern: str, idle_timeout: float = 5.0) -> None:
-        from saltmarsh.master.client import MasterClient
+        from saltmarsh.master.control.client import MasterClient
 
         self.events: list[Any] = []
         self._cluster = cluster

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from saltmarsh.master.client import MasterClient
+from saltmarsh.master.control.client import MasterClient
 
 from .cluster import Cluster, wait_until
 from .wire import lines

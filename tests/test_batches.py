@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from saltmarsh.master.batch import batch_size
 from saltmarsh.master.errors import CommandError
+from saltmarsh.master.jobs.batches import batch_size
 from saltmarsh.master.service.types.jobs import BatchSize
 
 from .cluster import BIN, Cluster, EventRecorder, wait_until

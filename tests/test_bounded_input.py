@@ -23,7 +23,7 @@ import msgspec
 import pytest
 import zmq
 
-from saltmarsh.master.client import MasterClient
+from saltmarsh.master.control.client import MasterClient
 from saltmarsh.pki.keys import Identity
 from saltmarsh.protocol.codec import encode
 from saltmarsh.protocol.digest import digest

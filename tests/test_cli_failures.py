@@ -32,8 +32,8 @@ import zmq
 
 from saltmarsh.master.cli import build_parser, main
 from saltmarsh.master.cli.arguments import labels as label_type
-from saltmarsh.master.client import MasterClient
-from saltmarsh.master.control_messages import MAX_CONTROL_FRAME
+from saltmarsh.master.control.client import MasterClient
+from saltmarsh.master.control.messages import MAX_CONTROL_FRAME
 from saltmarsh.master.errors import CommandError
 from saltmarsh.protocol.codec import decode, encode
 

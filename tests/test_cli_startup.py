@@ -34,9 +34,9 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}), file=sys.s
 """
 # What no command that only talks to the master needs: the daemons' event loop, the YAML library
 # (master.yaml as the tests write it is read without it), logging, the event bus.
-NEVER = {"asyncio", "zmq.asyncio", "yaml", "logging", "saltmarsh.master.eventbus", "saltmarsh.master.server"}
+NEVER = {"asyncio", "zmq.asyncio", "yaml", "logging", "saltmarsh.master.events.bus", "saltmarsh.master.server"}
 # What building the parser needs none of.
-NOT_FOR_PARSING = NEVER | {"zmq", "msgspec", "saltmarsh.master.client", "saltmarsh.master.config",
+NOT_FOR_PARSING = NEVER | {"zmq", "msgspec", "saltmarsh.master.control.client", "saltmarsh.master.config",
                            "saltmarsh.protocol.messages", "datetime"}
 
 
@@ -55,7 +55,7 @@ def test_help_and_usage_errors_import_no_client_schema_or_yaml() -> None:
         assert not modules & NOT_FOR_PARSING, (argv, sorted(modules & NOT_FOR_PARSING))
     # An argument YAML cannot build is a usage error, found before anything reaches for the master.
     code, modules, _ = modules_after("run", "hv1", "test.echo", "9" * 5000)
-    assert code == 2 and not modules & (NEVER | {"zmq", "saltmarsh.master.client"})
+    assert code == 2 and not modules & (NEVER | {"zmq", "saltmarsh.master.control.client"})
 
 
 @pytest.mark.timeout(90)
@@ -63,7 +63,7 @@ def test_a_ping_imports_the_client_but_no_event_loop_yaml_or_logging(cluster: Cl
     cluster.start_agents("hv1")
     code, modules, stdout = modules_after("-c", str(cluster.master_dir), "run", "hv1", "test.ping")
     assert (code, stdout) == (0, "hv1:\n    true\n")
-    assert {"zmq", "msgspec", "saltmarsh.master.client"} <= modules
+    assert {"zmq", "msgspec", "saltmarsh.master.control.client"} <= modules
     assert not modules & NEVER, sorted(modules & NEVER)
     # Only the family of the command typed is imported; the others are names and help.
     others = {f"saltmarsh.master.cli.{family}" for family in ("virt", "images", "pki", "keys", "agents", "events")}

@@ -36,7 +36,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from saltmarsh.master.fileserver import SERVED_RECORDS
+from saltmarsh.master.cloud.fileserver import SERVED_RECORDS
 from saltmarsh.pki.csr import build_csr, new_key
 from saltmarsh.pki.keys import Identity
 from saltmarsh.protocol.codec import decode, encode
@@ -203,7 +203,7 @@ def test_before_acceptance_only_key_submission_is_reachable(served: Cluster, zct
         # No job, no return, no event and no file came of any refused frame.
         assert list(cluster.cli_json("job", "show", jid)["returns"]) == ["victim"]
         # (the only jobs there could be since: the master's own inventory refresh, which it now does
-        # with a pushed digest rather than a job, master/resync.py)
+        # with a pushed digest rather than a job, master/agents/resync.py)
         before_jids = {j["jid"] for j in jobs_before}
         new_jobs = [j for j in cluster.cli_json("job", "list") if j["jid"] not in before_jids]
         assert all(j["fun"] == "virt.full_info" and j["target"]["ids"] == ["victim"] for j in new_jobs), new_jobs

@@ -1,4 +1,4 @@
-"""The enrollment script ``saltmarsh host enroll`` prints (master/enroll.py): valid sh, its agent.yaml exact.
+"""The enrollment script ``saltmarsh host enroll`` prints (master/agents/enroll.py): valid sh, its agent.yaml exact.
 
 It is run for real on a fresh container in tests/integration/test_enroll_container.py.
 """
@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from saltmarsh.master.enroll import Enrollment, agent_yaml, script
+from saltmarsh.master.agents.enroll import Enrollment, agent_yaml, script
 
 ENROLLMENT = Enrollment(agent_id="hv9", master_address="master.example", publish_port=4605, request_port=4606,
                         master_key="bWFzdGVy", token="tok'en\"$(id)", expires="2026-12-02 07:00:00",

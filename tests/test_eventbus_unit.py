@@ -1,4 +1,4 @@
-"""The event bus's tag index (master/eventbus.py) in-process: subscriptions filed once, matched as tag_matches says."""
+"""The event bus's tag index (master/events/bus.py) in-process: subscriptions filed once, matched by tag_matches."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from saltmarsh.master.eventbus import Event, EventBus, compile_pattern, index_key
+from saltmarsh.master.events.bus import Event, EventBus, compile_pattern, index_key
 from saltmarsh.protocol.tags import tag_matches
 
 PATTERNS = ["", "*", "saltmarsh/", "saltmarsh/job/", "saltmarsh/job/*/ret/*", "saltmarsh/agent/*/up",

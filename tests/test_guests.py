@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from saltmarsh.agent.virt.seed import read_seed_iso
-from saltmarsh.master.seeding import USER_NET_HOST
+from saltmarsh.master.cloud.seeding import USER_NET_HOST
 
 from .cluster import Cluster, wait_until
 

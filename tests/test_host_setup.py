@@ -213,7 +213,7 @@ def test_a_host_that_is_down_is_named_at_once_not_waited_for(lab: tuple[Cluster,
 
 
 def signed_job(signer: Identity, states: list[dict[str, Any]], jid: str, age: float = 0.0) -> JobProof:
-    """A host.setup job sealed and signed as the master publishes it (master/publisher.py), ``age`` s old."""
+    """A host.setup job sealed and signed as the master publishes it (master/wire/publisher.py), ``age`` s old."""
     key = os.urandom(32)
     job = Job(jid=jid, fun="host.setup", target=Target(kind="list", ids=["hv1"]),
               kwargs={"states": states, "dry_run": False})

@@ -24,9 +24,9 @@ import pytest
 
 from saltmarsh.agent.virt import images
 from saltmarsh.agent.virt.images import ImageCache, ImageFetchError
-from saltmarsh.master import fileserver
-from saltmarsh.master.fileserver import FileRequests, FileServer
-from saltmarsh.master.request_channel import Request
+from saltmarsh.master.cloud import fileserver
+from saltmarsh.master.cloud.fileserver import FileRequests, FileServer
+from saltmarsh.master.wire.request_channel import Request
 from saltmarsh.protocol.envelope import Header
 from saltmarsh.protocol.messages import Failed, FileData, FileInfo, FileRead, FileStat, Message
 from saltmarsh.protocol.version import PROTOCOL_VERSION

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from saltmarsh.master.cli import main
-from saltmarsh.master.fileserver import SERVED_RECORDS, FileServer, read_served_records
+from saltmarsh.master.cloud.fileserver import SERVED_RECORDS, FileServer, read_served_records
 from saltmarsh.master.images import build as build_module
 from saltmarsh.master.images import guest, source
 from saltmarsh.master.images.catalog import catalog

@@ -1,6 +1,6 @@
-"""The job cache (master/jobcache.py) in-process, on a real SQLite file: jobs, returns, agents, event marks.
+"""The job cache (master/store/jobcache.py) in-process, on a real SQLite file: jobs, returns, agents, event marks.
 
-And the group commit of returns (master/groupcommit.py) over it.
+And the group commit of returns (master/jobs/groupcommit.py) over it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from saltmarsh.master.jobcache import AgentRecord, JobCache
+from saltmarsh.master.store.jobcache import AgentRecord, JobCache
 from saltmarsh.protocol.jids import new_jid
 from saltmarsh.protocol.messages import ErrorInfo, Job, JobReturn, Target
 
@@ -103,7 +103,7 @@ def test_a_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(10)
 def test_returns_of_one_turn_of_the_loop_share_one_transaction(tmp_path: Path) -> None:
-    from saltmarsh.master.groupcommit import ReturnCommits
+    from saltmarsh.master.jobs.groupcommit import ReturnCommits
 
     cache = JobCache(tmp_path / "c.sqlite")
     job = _job()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 
-from saltmarsh.master.client import MasterClient
+from saltmarsh.master.control.client import MasterClient
 from saltmarsh.protocol.targeting import make_target
 
 from .cluster import Cluster, wait_until

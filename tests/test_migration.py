@@ -98,7 +98,7 @@ def _expired_certificate() -> bytes:
 
 
 def test_the_target_qemu_listens_on_the_address_the_source_connects_to() -> None:
-    from saltmarsh.master.migration import listen_address_for, migrate_uri_for
+    from saltmarsh.master.cloud.migration import listen_address_for, migrate_uri_for
 
     for uri, address in (("qemu+tls://127.0.0.2/system", "127.0.0.2"), ("qemu+tls://hv2.example:16515/system",
                                                                            "hv2.example")):

@@ -28,9 +28,9 @@ from saltmarsh.agent import outbox as outbox_module
 from saltmarsh.agent.errors import MasterUnavailable
 from saltmarsh.agent.outbox import EventOutbox
 from saltmarsh.agent.spool import INTERRUPTED, Spool
-from saltmarsh.master.agent_events import MAX_ABOVE, EventMarks
-from saltmarsh.master.client import MasterClient
-from saltmarsh.master.eventbus import Event
+from saltmarsh.master.agents.relay import MAX_ABOVE, EventMarks
+from saltmarsh.master.control.client import MasterClient
+from saltmarsh.master.events.bus import Event
 from saltmarsh.protocol.jids import new_jid
 from saltmarsh.protocol.messages import Ack, AgentEvent, Events, Job, JobReturn, Message, Target
 from saltmarsh.protocol.targeting import make_target

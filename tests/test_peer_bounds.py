@@ -18,7 +18,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from saltmarsh.master.request_channel import MAX_CIPHERS, RequestChannel
+from saltmarsh.master.wire.request_channel import MAX_CIPHERS, RequestChannel
 from saltmarsh.pki.keys import Identity
 from saltmarsh.protocol.codec import decode
 from saltmarsh.protocol.envelope import parse_outer, verify

@@ -1,4 +1,4 @@
-"""Placement (master/placement.py) in-process: filters with their reasons, weighers, reservations.
+"""Placement (master/cloud/placement.py) in-process: filters with their reasons, weighers, reservations.
 
 Beside the end-to-end tests of ``virt init`` (tests/test_controller.py): the same rules, on a
 real Inventory in a real SQLite file, without daemons.
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from saltmarsh.master.inventory import Inventory
-from saltmarsh.master.jobcache import JobCache
-from saltmarsh.master.placement import Placement, Request
+from saltmarsh.master.cloud.inventory import Inventory
+from saltmarsh.master.cloud.placement import Placement, Request
+from saltmarsh.master.store.jobcache import JobCache
 
 NODE = {"memory_mib": 4096, "cpus": 4}
 

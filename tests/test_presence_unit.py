@@ -1,4 +1,4 @@
-"""Presence (master/presence.py) in-process: up and down with their events, reasons for silence, restarts."""
+"""Presence (master/agents/presence.py) in-process: up and down with their events, reasons for silence, restarts."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from saltmarsh.master.eventbus import Event, EventBus
-from saltmarsh.master.jobcache import JobCache
-from saltmarsh.master.presence import MISSED_HEARTBEATS, Presence
+from saltmarsh.master.agents.presence import MISSED_HEARTBEATS, Presence
+from saltmarsh.master.events.bus import Event, EventBus
+from saltmarsh.master.store.jobcache import JobCache
 
 
 def _presence(tmp_path: Path, heartbeat: float = 10.0) -> tuple[Presence, list[Event], JobCache]:

@@ -1,4 +1,4 @@
-"""Inventory resyncs (master/resync.py): a digest first, the full inventory only when it changed.
+"""Inventory resyncs (master/agents/resync.py): a digest first, the full inventory only when it changed.
 
 Real daemons: an agent that comes up is sent the digest of what the master holds of it, and
 sends its full inventory only when its own differs; the agent's log says which it was.
@@ -21,7 +21,7 @@ DIFFERS = "inventory check: the master's inventory of this host differs from our
 
 
 def _resync(cluster: Cluster) -> dict[str, int]:
-    from saltmarsh.master.client import MasterClient
+    from saltmarsh.master.control.client import MasterClient
 
     with MasterClient.from_config_dir(cluster.master_dir) as client:
         return dict(client.call("master.ping")["resync"])

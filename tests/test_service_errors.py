@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import zmq
 
-from saltmarsh.master.client import MasterClient
+from saltmarsh.master.control.client import MasterClient
 from saltmarsh.master.errors import CommandError
 from saltmarsh.master.service.errors import (
     HTTP_STATUS,

@@ -417,7 +417,7 @@ class FakeMaster:
         return routing_id, header
 
     def reply_frame(self, message: Message, reply_to: bytes = b"") -> bytes:
-        """A request-channel frame to the agent, sealed as master/request_channel.py seals it."""
+        """A request-channel frame to the agent, sealed as master/wire/request_channel.py seals it."""
         body = box(self.identity, self.agent_public).encrypt(encode(message))
         frame, _ = seal(self.identity, "master", message.KIND, body, reply_to=reply_to, present_key=True)
         return frame
@@ -432,7 +432,7 @@ class FakeMaster:
             Welcome(state="accepted", session_key=self.session.key, heartbeat_seconds=30.0), hello.nonce))
 
     def job_frame(self, job: Job, *, signer: Identity | None = None, ts: float | None = None) -> bytes:
-        """A publish frame of ``job``, sealed with the session key as master/publisher.py does."""
+        """A publish frame of ``job``, sealed with the session key as master/wire/publisher.py does."""
         body = self.session.cipher().encrypt(encode(job))
         if ts is None:
             frame, _ = seal(signer or self.identity, "master", Job.KIND, body, key_id=self.session.key_id)

@@ -9,7 +9,7 @@ libvirtd goes away, a watchdog reconnects, re-registers, and fires a full
 looks every WEDGE_CHECK_SECONDS, while calls are in flight, for a connection whose calls are
 stuck (agent/libvirt_conn.py) and replaces it the same way; with no call in flight it sleeps.
 
-When the master's InventoryCheck comes (master/resync.py), ``answer_check`` compares the
+When the master's InventoryCheck comes (master/agents/resync.py), ``answer_check`` compares the
 master's digest with that of the last snapshot taken here, which stands while nothing changed
 (LibvirtHost.changes), and sends a snapshot only if the two differ.
 """

@@ -187,7 +187,7 @@ def chunk_lengths(info: FileInfo) -> list[int]:
 
     With every chunk checked against its length and its digest in the signed manifest, the file
     written is exactly the bytes the master hashed, block by block, in the one pass that gave it
-    the whole file's sha256 too (master/fileserver.py), so hashing the whole file again here would
+    the whole file's sha256 too (master/cloud/fileserver.py), so hashing the whole file again here would
     only re-derive that, at 0.6 s per GiB. What it would still catch is a master that signs a
     manifest whose two parts disagree; a master that lies can as well sign a consistent lie.
     """

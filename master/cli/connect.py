@@ -13,7 +13,7 @@ R = TypeVar("R")
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ..client import MasterClient
+    from ..control.client import MasterClient
 
 
 def connect(config_dir: Path, reply_timeout: float | None = None) -> MasterClient:
@@ -21,7 +21,7 @@ def connect(config_dir: Path, reply_timeout: float | None = None) -> MasterClien
 
     ``reply_timeout`` None keeps the client's own default.
     """
-    from ..client import DEFAULT_REPLY_TIMEOUT, MasterClient
+    from ..control.client import DEFAULT_REPLY_TIMEOUT, MasterClient
 
     return MasterClient.from_config_dir(config_dir, DEFAULT_REPLY_TIMEOUT if reply_timeout is None else reply_timeout)
 

@@ -1,4 +1,4 @@
-"""``saltmarsh host enroll ID``: print the script that makes a fresh host agent ID (master/enroll.py).
+"""``saltmarsh host enroll ID``: print the script that makes a fresh host agent ID (master/agents/enroll.py).
 
 The master issues a one-time join token for ID (as ``key token`` does) and prints a POSIX sh
 script with it: run as root on the new host, it installs the agent from wheels already there,
@@ -21,7 +21,7 @@ TOKEN_TTL = 3600.0
 
 def register(host_actions: Any) -> None:
     """Add ``host enroll`` to the ``host`` family."""
-    from saltmarsh.master.enroll import DEFAULT_WHEELS
+    from saltmarsh.master.agents.enroll import DEFAULT_WHEELS
     from saltmarsh.protocol.bounds import MAX_TOKEN_TTL
 
     enroll = host_actions.add_parser("enroll", help="print a script that makes a fresh host an agent (join token)")
@@ -41,8 +41,8 @@ def host_enroll(args: argparse.Namespace) -> int:
     """Issue the token and print the script; 1 if the master refuses, 2 if no address or units are found."""
     import datetime
 
+    from saltmarsh.master.agents.enroll import AGENT_UNIT, HELPER_UNIT, Enrollment, script
     from saltmarsh.master.config import load_master_config
-    from saltmarsh.master.enroll import AGENT_UNIT, HELPER_UNIT, Enrollment, script
     from saltmarsh.master.images import source
     from saltmarsh.master.images.errors import BuildRefused
 

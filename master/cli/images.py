@@ -114,7 +114,7 @@ def _recipe(args: argparse.Namespace) -> Recipe:
 
 def image_list(args: argparse.Namespace) -> int:
     """Print every image under the file roots."""
-    from saltmarsh.master.fileserver import SERVED_RECORDS
+    from saltmarsh.master.cloud.fileserver import SERVED_RECORDS
     from saltmarsh.master.images.catalog import catalog
 
     from ..config import load_master_config

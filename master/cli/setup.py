@@ -18,7 +18,7 @@ from .connect import connect, given
 from .output import clean, fail, print_json
 
 if TYPE_CHECKING:
-    from ..control_messages import Event
+    from ..control.messages import Event
 
 SHOWN = {"unchanged": "unchanged", "would_change": "would change", "changed": "changed", "failed": "failed",
          "rolled_back": "rolled back"}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from saltmarsh.protocol.tags import tag_matches
 
-from ..eventbus import Event, EventBus
+from ..events.bus import Event, EventBus
 from .tokens import ApiToken
 
 MAX_PATTERNS = 32

@@ -14,7 +14,7 @@ import collections
 import time
 from typing import TYPE_CHECKING
 
-from ..eventbus import Event
+from ..events.bus import Event
 
 if TYPE_CHECKING:
     from ..server import Master

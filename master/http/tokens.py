@@ -14,8 +14,8 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from ..jobcache import JobCache
 from ..service.errors import Conflict, Invalid, NotFound
+from ..store.jobcache import JobCache
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_tokens (

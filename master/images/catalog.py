@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from saltmarsh.master.fileserver import read_served_records
+from saltmarsh.master.cloud.fileserver import read_served_records
 
 from .build import file_sha256, qemu_info
 from .errors import ImageError

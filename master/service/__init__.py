@@ -6,6 +6,6 @@
     jobs.py, batches.py, keys.py, agents.py, vms.py, hosts.py, images.py, pki.py, events.py
                  one module per domain
 
-Front ends only translate: the control socket (master/control.py) for the CLI, later the HTTP
+Front ends only translate: the control socket (master/control/server.py) for the CLI, later the HTTP
 API. This package's ``__init__`` imports nothing: the CLI loads ``types`` and ``errors`` alone.
 """

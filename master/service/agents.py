@@ -1,7 +1,7 @@
 """The fleet view: ``agent.list`` and ``agent.show``, from what the master knows and what the agents say.
 
-Keys (pki/keystore.py), presence (master/presence.py: up/down, since, last seen, labels, version,
-address), the inventory (master/inventory.py: libvirt available, maintenance) are the master's own;
+Keys (pki/keystore.py), presence (master/agents/presence.py: up/down, since, last seen, labels, version,
+address), the inventory (master/cloud/inventory.py: libvirt available, maintenance) are the master's own;
 how many jobs each agent holds is asked of the agents that are up (``job.running``, in their quick
 lane), so it is their word, not a guess from the job cache.
 """

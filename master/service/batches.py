@@ -1,10 +1,10 @@
-"""``run.batch``: a job rolled over the target's agents, at most N at a time (master/batch.py runs it)."""
+"""``run.batch``: a job rolled over the target's agents, at most N at a time (master/jobs/batches.py runs it)."""
 
 from __future__ import annotations
 
 from saltmarsh.protocol.targeting import describe
 
-from ..batch import BatchPlan, batch_size
+from ..jobs.batches import BatchPlan, batch_size
 from .errors import NotFound
 from .jobs import check_function, offline_of, unknown_ids
 from .registry import STREAM_GRACE_SECONDS, ServiceContext, operation

@@ -12,7 +12,7 @@
 
 Components (controller, key manager, job router, migrations) raise these; the service lets them
 through; each front end maps them once: the control socket sends ``code`` beside the message
-(master/control.py), the CLI rebuilds the same class from it (``error_for``), and the HTTP API
+(master/control/server.py), the CLI rebuilds the same class from it (``error_for``), and the HTTP API
 answers with ``HTTP_STATUS[code]``. A bare CommandError (a component not yet typed) travels as
 ``refused`` (CommandError.code); anything else a service raises is a bug, answered as ``internal``.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..fileserver import SERVED_RECORDS
+from ..cloud.fileserver import SERVED_RECORDS
 from ..images.catalog import catalog
 from ..images.errors import ImageError
 from .errors import Unavailable

@@ -21,8 +21,8 @@ from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS, KillReport, Runn
 from saltmarsh.protocol.limits import MAX_FUNCTION_NAME
 from saltmarsh.protocol.messages import Target
 
-from ..jobcache import JobRecord
-from ..jobs import return_data
+from ..jobs.router import return_data
+from ..store.jobcache import JobRecord
 from .errors import Conflict, Invalid, NotFound, ServiceError
 from .registry import STREAM_GRACE_SECONDS, ServiceContext, operation
 from .types import QUERY_TIMEOUT

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..controller import MAX_VM_CPUS, MAX_VM_MEMORY_MIB
+from ..cloud.controller import MAX_VM_CPUS, MAX_VM_MEMORY_MIB
 from .errors import Invalid
 from .registry import STREAM_GRACE_SECONDS, ServiceContext, operation
 from .types.vms import (

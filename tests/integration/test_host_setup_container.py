@@ -184,7 +184,7 @@ def test_a_failing_state_fails_with_its_reason_and_the_others_still_report(
     assert set(results) == {*STATES, "pkg-missing"}
     assert results["pkg-missing"]["status"] == "failed"
     assert "Unable to locate package saltmarsh-no-such-package" in results["pkg-missing"]["reason"]
-    # The service watches every package and extra state (master/hostprofile.py): it is not started onto a
+    # The service watches every package and extra state (master/hosts/profile.py): it is not started onto a
     # host whose setup failed under it; every state it does not depend on still ran and changed.
     service = results.pop("service-saltmarsh-lab.service")
     assert (service["status"], service["reason"]) == ("failed", "watched state pkg-missing failed")

@@ -38,7 +38,7 @@ class RunRequest(Request, frozen=True):
 class BatchSize(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """How many agents of a batch run at once: ``count`` of them, or ``percent`` of the expected ones.
 
-    Exactly one is given; the master turns a percentage into a count (master/batch.py: batch_size).
+    Exactly one is given; the master turns a percentage into a count (master/jobs/batches.py: batch_size).
     """
 
     count: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH_COUNT)] | None = None

@@ -38,7 +38,7 @@ class InitRequest(Request, frozen=True):
     """``virt init``: a VM to place (or put on ``host``) and create; ``dry_run`` explains the placement only.
 
     The one definition of the request: the CLI builds it, the control socket decodes it, and the
-    controller (master/controller.py) takes it as it is.
+    controller (master/cloud/controller.py) takes it as it is.
     """
 
     command: ClassVar[str] = "virt.init"
@@ -53,7 +53,7 @@ class InitRequest(Request, frozen=True):
     enable_qcow: bool = False
     enable_vnc: bool = False
     seed: bool = False
-    master_address: str | None = None  # what a seeded guest's agent is told (master/seeding.py)
+    master_address: str | None = None  # what a seeded guest's agent is told (master/cloud/seeding.py)
     dry_run: bool = False
     timeout: Interval = 600.0
 

@@ -2,10 +2,10 @@
 
 Fed by events, never by polling every hypervisor at every call (as Salt's
 runner does): a full snapshot when an agent comes up and its own differs from
-what the master holds (master/resync.py compares digests first,
+what the master holds (master/agents/resync.py compares digests first,
 protocol/inventory.py) or when it reconnects to libvirt (the agent pushes it),
 then libvirt's own lifecycle events, each carrying the VM's current info.
-What a guest agent (one that joined by token, master/tokens.py) pushes is
+What a guest agent (one that joined by token, master/agents/join_tokens.py) pushes is
 ignored: it is not a hypervisor until the operator makes it one. Persisted
 in the job cache's database, so a restarted master knows where every VM is.
 """
@@ -22,8 +22,8 @@ from typing import Any
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.inventory import inventory_digest
 
-from .eventbus import Event
-from .jobcache import JobCache
+from ..events.bus import Event
+from ..store.jobcache import JobCache
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import VirtMasterFile
+from ..agents.presence import Presence
+from ..config import VirtMasterFile
+from ..events.bus import Event, EventBus
+from ..service.errors import Conflict, NotFound, Refused, TimedOut, Unavailable
+from ..service.types.vms import MigrateRequest
 from .controller import Controller
-from .eventbus import Event, EventBus
 from .inventory import Inventory
-from .presence import Presence
-from .service.errors import Conflict, NotFound, Refused, TimedOut, Unavailable
-from .service.types.vms import MigrateRequest
 
 log = logging.getLogger(__name__)
 

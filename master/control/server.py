@@ -43,7 +43,11 @@ import zmq.asyncio
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.errors import MalformedFrame
 
-from .control_messages import (
+from ..errors import CommandError, MasterError
+from ..events.bus import Event
+from ..service.errors import InternalError, Invalid, Refused
+from ..service.registry import OPERATIONS, ServiceContext, load_all
+from .messages import (
     CONTROL_TRANSPORT_MAX,
     END_STREAM,
     MAX_CONTROL_FRAME,
@@ -52,13 +56,9 @@ from .control_messages import (
     RequestId,
     StreamEnd,
 )
-from .errors import CommandError, MasterError
-from .eventbus import Event
-from .service.errors import InternalError, Invalid, Refused
-from .service.registry import OPERATIONS, ServiceContext, load_all
 
 if TYPE_CHECKING:
-    from .server import Master
+    from ..server import Master
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ A ``'*'`` job to 1,000 agents brings 1,000 Returns requests within a second, and
 stored in a transaction of its own before its Ack: a commit is a few write() calls into the
 WAL, and on a loaded host each cost about half a millisecond of the master's loop (measured
 with cProfile at 200 swarm agents, load 7: 745 commits, 0.41 s). The request channel hands
-the loop up to MAX_IN_FLIGHT requests at a time (master/request_channel.py); their returns
+the loop up to MAX_IN_FLIGHT requests at a time (master/wire/request_channel.py); their returns
 now wait for the end of that turn and go to SQLite together, and each request's Ack still
 goes out only after the transaction that holds its returns committed (durability is what it
 was: a return acknowledged is a return stored).
@@ -16,7 +16,7 @@ import asyncio
 
 from saltmarsh.protocol.messages import JobReturn
 
-from .jobcache import JobCache, ReturnsAdded
+from ..store.jobcache import JobCache, ReturnsAdded
 
 Pending = tuple[str, list[JobReturn], asyncio.Future[ReturnsAdded]]
 

@@ -31,8 +31,8 @@ from typing import Any
 from saltmarsh.protocol.digest import digest as chunk_digest
 from saltmarsh.protocol.messages import Failed, FileData, FileInfo, FileRead, FileStat, Message
 
-from .errors import MasterError
-from .request_channel import Request
+from ..errors import MasterError
+from ..wire.request_channel import Request
 
 log = logging.getLogger(__name__)
 

@@ -106,7 +106,7 @@ class JobCache:
         return self.add_returns_many([(agent_id, returns)])[0]
 
     def add_returns_many(self, batches: list[tuple[str, list[JobReturn]]]) -> list[ReturnsAdded]:
-        """``add_returns`` for several agents' batches, in one transaction (master/groupcommit.py)."""
+        """``add_returns`` for several agents' batches, in one transaction (master/jobs/groupcommit.py)."""
         now = time.time()
         with self.transaction():
             return [self._add_returns(agent_id, returns, now) for agent_id, returns in batches]

@@ -16,8 +16,8 @@ from saltmarsh.pki.ca import CertificateAuthority
 from saltmarsh.pki.errors import CsrRefused
 from saltmarsh.protocol.messages import CertIssued, CertRequest, CrlData, Failed, Message
 
-from .eventbus import Event, EventBus
-from .request_channel import Request
+from ..events.bus import Event, EventBus
+from ..wire.request_channel import Request
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ It sends the service layer's typed requests (master/service/types/) and raises t
 typed errors (master/service/errors.py) from the code of each refusal; when a job is complete and
 why an agent is missing are the service's rules (types.JobOutcome, the ``job.outcome`` operation).
 
-    from saltmarsh.master.client import MasterClient
+    from saltmarsh.master.control.client import MasterClient
     with MasterClient.from_config_dir(Path("/etc/saltmarsh")) as client:
         for event in client.events("saltmarsh/job/"):
             print(event.tag, event.data)
@@ -34,12 +34,11 @@ from saltmarsh.protocol.errors import MalformedFrame
 from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS
 from saltmarsh.protocol.messages import Target
 
-from .config import load_master_config
-from .control_messages import END_STREAM, MAX_CONTROL_FRAME, ControlReply, ControlRequest, Event
-from .errors import CommandError, NotRunning
-from .service.errors import error_for
-from .service.types import Request
-from .service.types.jobs import (
+from ..config import load_master_config
+from ..errors import CommandError, NotRunning
+from ..service.errors import error_for
+from ..service.types import Request
+from ..service.types.jobs import (
     BatchRequest,
     BatchSize,
     BatchStarted,
@@ -49,6 +48,7 @@ from .service.types.jobs import (
     RunRequest,
     WaitRequest,
 )
+from .messages import END_STREAM, MAX_CONTROL_FRAME, ControlReply, ControlRequest, Event
 
 DEFAULT_REPLY_TIMEOUT = 10.0
 # zmq_poll takes its timeout as a C int of milliseconds: a longer wait is polled in slices.
@@ -174,7 +174,7 @@ class MasterClient:
 
         Ends after ``idle_timeout`` seconds without an event, if given.
         """
-        from .service.types.events import SubscribeRequest  # only a subscriber needs it
+        from ..service.types.events import SubscribeRequest  # only a subscriber needs it
 
         request_id = self._send(SubscribeRequest.command, _fields(SubscribeRequest(pattern)))
         self._result(request_id)

@@ -29,7 +29,7 @@ from saltmarsh.protocol.targeting import GLOB_CHARS
 
 # Defined with the control socket's messages, which carry it, so that a client reads events
 # without importing the bus (and logging) itself.
-from .control_messages import Event as Event
+from ..control.messages import Event as Event
 
 log = logging.getLogger(__name__)
 

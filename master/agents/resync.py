@@ -11,7 +11,7 @@ back fought for the same CPU.
 Instead the master pushes each agent an InventoryCheck with the digest of what it holds of
 that hypervisor (protocol/inventory.py; persisted with the job cache, kept current by
 libvirt's events), and the agent pushes its snapshot (the ``saltmarsh/virt/<id>/inventory``
-event, which master/inventory.py applies) only if its own digest differs. The checks are
+event, which master/cloud/inventory.py applies) only if its own digest differs. The checks are
 paced: at most CHECK_BURST at once, CHECKS_PER_SECOND on average, in the order the agents
 came up; an agent queued twice is checked once, and one that went down meanwhile is skipped
 (it is checked when it comes up again). A check that is lost (the agent's connection dropped
@@ -29,11 +29,11 @@ import logging
 
 from saltmarsh.protocol.messages import InventoryCheck
 
-from .eventbus import Event
-from .inventory import Inventory
+from ..cloud.inventory import Inventory
+from ..events.bus import Event
+from ..wire.request_channel import RequestChannel
 from .keys import KeyManager
 from .presence import Presence
-from .request_channel import RequestChannel
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 from saltmarsh.protocol.tags import agent_tag
 
-from .eventbus import EventBus
-from .jobcache import AgentRecord, JobCache
+from ..events.bus import EventBus
+from ..store.jobcache import AgentRecord, JobCache
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from .service.errors import Invalid
+from ..service.errors import Invalid
 
 # With QEMU's user networking (NIC type "user") the guest reaches the host's loopback here.
 USER_NET_HOST = "10.0.2.2"

@@ -1,6 +1,6 @@
 """``host setup``: send each targeted hypervisor its profile's states (``host.setup``) and gather what came of them.
 
-The hosts are grouped by profile (``--profile``, else their labels: master/hostprofile.py) and
+The hosts are grouped by profile (``--profile``, else their labels: master/hosts/profile.py) and
 each group gets one job, all of them at once. The master only plans and gathers: the states
 run on each host, in its privileged setup helper, and their progress comes back as events
 (``saltmarsh/host/<id>/setup/<state>``) that the command streams to its caller.
@@ -16,10 +16,10 @@ from saltmarsh.protocol.codec import to_builtins
 from saltmarsh.protocol.messages import Target
 from saltmarsh.protocol.targeting import describe
 
-from .errors import CommandError
-from .hostprofile import HostProfiles
-from .jobs import JobRouter
-from .presence import Presence
+from ..agents.presence import Presence
+from ..errors import CommandError
+from ..jobs.router import JobRouter
+from .profile import HostProfiles
 
 FUNCTION = "host.setup"
 

@@ -16,7 +16,7 @@ import hashlib
 import secrets
 import time
 
-from .jobcache import JobCache
+from ..store.jobcache import JobCache
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS join_tokens (

@@ -33,11 +33,11 @@ from saltmarsh.protocol.jobcontrol import RETURN_GRACE_SECONDS
 from saltmarsh.protocol.messages import Target
 from saltmarsh.protocol.tags import batch_tag
 
-from .eventbus import Event, EventBus
-from .jobs import JobRouter
-from .presence import Presence
-from .service.errors import Invalid, ServiceError
-from .service.types.jobs import BatchSize
+from ..agents.presence import Presence
+from ..events.bus import Event, EventBus
+from ..service.errors import Invalid, ServiceError
+from ..service.types.jobs import BatchSize
+from .router import JobRouter
 
 log = logging.getLogger(__name__)
 

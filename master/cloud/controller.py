@@ -19,15 +19,15 @@ from saltmarsh.protocol.messages import Target
 from saltmarsh.protocol.redaction import redact
 from saltmarsh.protocol.tags import agent_tag
 
-from .eventbus import EventBus
+from ..agents.keys import KeyManager
+from ..agents.presence import Presence
+from ..events.bus import EventBus
+from ..jobs.router import JobRouter
+from ..service.errors import Conflict, Invalid, NotFound, Refused, ServiceError, TimedOut, Unavailable
+from ..service.types.vms import InitRequest
 from .inventory import Hypervisor, Inventory
-from .jobs import JobRouter
-from .keys import KeyManager
 from .placement import Placement, Request
-from .presence import Presence
 from .seeding import seed_address
-from .service.errors import Conflict, Invalid, NotFound, Refused, ServiceError, TimedOut, Unavailable
-from .service.types.vms import InitRequest
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from saltmarsh.protocol.messages import Ack, Heartbeat, Hello, Message, Refused,
 from saltmarsh.protocol.ratelimit import LogRateLimit
 from saltmarsh.protocol.tags import key_tag
 
-from .eventbus import EventBus
+from ..events.bus import EventBus
+from ..service.errors import Invalid, NotFound
+from ..wire.publisher import SessionKeys
+from ..wire.request_channel import Request, RequestChannel
+from .join_tokens import TokenStore
 from .presence import Presence
-from .publisher import SessionKeys
-from .request_channel import Request, RequestChannel
-from .service.errors import Invalid, NotFound
-from .tokens import TokenStore
 
 log = logging.getLogger(__name__)
 

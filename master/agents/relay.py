@@ -25,10 +25,10 @@ from saltmarsh.protocol.errors import MalformedFrame
 from saltmarsh.protocol.messages import Ack, AgentEvent, Events
 from saltmarsh.protocol.tags import agent_tag_fault
 
-from .eventbus import EventBus
-from .jobcache import JobCache
+from ..events.bus import EventBus
+from ..store.jobcache import JobCache
+from ..wire.request_channel import Request
 from .presence import Presence
-from .request_channel import Request
 
 log = logging.getLogger(__name__)
 

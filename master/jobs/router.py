@@ -23,14 +23,14 @@ from saltmarsh.protocol.redaction import holds_secret, redact
 from saltmarsh.protocol.tags import job_new_tag, job_ret_tag
 from saltmarsh.protocol.targeting import describe, is_everyone, matches
 
-from .eventbus import EventBus
+from ..agents.keys import KeyManager
+from ..agents.presence import Presence
+from ..events.bus import EventBus
+from ..service.errors import NotFound
+from ..store.jobcache import JobCache
+from ..wire.publisher import Publisher
+from ..wire.request_channel import Request
 from .groupcommit import ReturnCommits
-from .jobcache import JobCache
-from .keys import KeyManager
-from .presence import Presence
-from .publisher import Publisher
-from .request_channel import Request
-from .service.errors import NotFound
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The libvirt CA's service on the request channel (CSRs, CRLs, revocation)."""

@@ -1,0 +1,1 @@
+"""The cloud: the controller, placement, the inventory, migrations, the image file server, seeding."""

@@ -1,0 +1,1 @@
+"""Hypervisor set-up from the master: host profiles and ``host setup``."""
