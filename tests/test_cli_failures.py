@@ -268,7 +268,8 @@ def test_a_control_socket_that_cannot_be_opened_is_one_line(tmp_path: Path) -> N
 def _leaf_argv(words: str) -> list[str]:
     """Each leaf command with ordinary values for its positionals."""
     leaf = commands()[words]
-    return [*words.split(), *(benign(a) for a in positionals(leaf) if a.nargs != "*")]
+    required = [part for a in valued_options(leaf) if a.required for part in (a.option_strings[-1], benign(a))]
+    return [*words.split(), *(benign(a) for a in positionals(leaf) if a.nargs != "*"), *required]
 
 
 @pytest.mark.timeout(100)
@@ -320,7 +321,7 @@ def valued_options(parser: argparse.ArgumentParser) -> list[argparse.Action]:
 
 # Ordinary values for positionals, by their dest: each command is run with these and one hostile value.
 BENIGN = {"target": "hv1", "function": "test.ping", "jid": "20000101000000000000", "id": "hv1", "name": "vm1",
-          "cpus": "1", "memory": "64", "state": "on", "host": "hv1"}
+          "cpus": "1", "memory": "64", "state": "on", "host": "hv1", "scope": "agents:read"}
 # Options a command needs to end by itself (an event stream runs until told otherwise).
 ENDS = {"events": ["--idle-timeout", "0.3"]}
 NUMBER_HOSTILE = ["nan", "inf", "-inf", "-5", "1e400", "9" * 30, "", "\x1b[31m\n1"]

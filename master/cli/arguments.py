@@ -47,6 +47,13 @@ def seconds(limit: float = MAX_SECONDS) -> Callable[[str], float]:
     return parse
 
 
+def absolute_path(text: str) -> str:
+    """An argument type: an absolute path of printable characters (at most 1024)."""
+    if not text.startswith("/") or len(text) > 1024 or not text.isprintable():
+        raise argparse.ArgumentTypeError("an absolute path of printable characters (at most 1024) is wanted")
+    return text
+
+
 def integer(low: int, high: int = MAX_INT) -> Callable[[str], int]:
     """An argument type: a whole number from ``low`` to ``high``."""
 
