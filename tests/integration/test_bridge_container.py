@@ -30,6 +30,7 @@ import pytest
 
 from .. import container as harness
 from ..cluster import Cluster, wait_until
+from ..container_host import module_parts
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +52,8 @@ OURS = ["/etc/systemd/network/00-saltmarsh-br0.netdev", "/etc/systemd/network/00
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> harness.Parts:
-    reason = harness.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    work = tmp_path_factory.mktemp("container-parts")
-    with (work / "parts.log").open("w") as log:
-        # ifupdown (and adduser, its one dependency the base lacks) for the ifupdown host.
-        return harness.make_parts(work, ["hello", "tree", "ifupdown", "adduser"], log)
+    # ifupdown (and adduser, its one dependency the base lacks) for the ifupdown host.
+    return module_parts(tmp_path_factory, "container-parts", ["hello", "tree", "ifupdown", "adduser"])
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 
 from .. import container as harness
 from ..cluster import Cluster, wait_until
+from ..container_host import booted, module_parts
 
 pytestmark = pytest.mark.integration
 
@@ -26,30 +27,14 @@ NAME = "sm-enroll1"
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> harness.Parts:
-    reason = harness.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    work = tmp_path_factory.mktemp("bare-parts")
-    with (work / "parts.log").open("w") as log:
-        return harness.make_bare_parts(work, log)
+    return module_parts(tmp_path_factory, "bare-parts", None)
 
 
 @pytest.fixture
 def fresh(parts: harness.Parts, tmp_path: Path) -> Iterator[tuple[Cluster, harness.Container]]:
     cluster = Cluster(tmp_path / "cluster")
-    (tmp_path / "box").mkdir()
-    box = harness.Container(tmp_path / "box", NAME, parts)
-    try:
-        box.create({"/etc/hostname": f"{NAME}\n"})
-        cluster.master.argv = box.netns_argv(cluster.master.argv)
-        cluster.start_master()
-        box.boot()
+    with booted(cluster, parts, tmp_path / "box", NAME, {"/etc/hostname": f"{NAME}\n"}, accept=False) as box:
         yield cluster, box
-    finally:
-        try:
-            cluster.stop()
-        finally:
-            box.close()
 
 
 @pytest.mark.timeout(900)

@@ -29,6 +29,7 @@ import pytest
 
 from .. import container as harness
 from ..cluster import Cluster, wait_until
+from ..container_host import booted, module_parts
 
 pytestmark = pytest.mark.integration
 
@@ -68,15 +69,7 @@ STATES = ["pkg-debian", "group-adm-saltmarsh", "sysctl-net.ipv4.ip_forward", "sy
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> harness.Parts:
-    reason = harness.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    work = tmp_path_factory.mktemp("container-parts")
-    started = time.monotonic()
-    with (work / "parts.log").open("w") as log:
-        made = harness.make_parts(work, ["hello", "tree"], log)
-    print(f"container parts (base, wheels, agent, repo): {time.monotonic() - started:.0f} s")
-    return made
+    return module_parts(tmp_path_factory, "container-parts", ["hello", "tree"])
 
 
 @pytest.fixture
@@ -89,23 +82,9 @@ def host(parts: harness.Parts, tmp_path: Path) -> Iterator[tuple[Cluster, harnes
     files = {"/etc/saltmarsh/agent.yaml": harness.yaml_file(agent),
              "/etc/saltmarsh/setup-helper.yaml": harness.yaml_file({"log_level": "debug"}),
              "/etc/hostname": f"{NAME}\n"}
-    box = harness.Container(tmp_path / "box", NAME, parts)
-    (tmp_path / "box").mkdir()
-    try:
-        box.create(files)
-        # The image build's guest drop-in empties SupplementaryGroups=; a hypervisor gets the unit as it is
-        # shipped, and this host has no libvirt group: the agent must start all the same.
-        (box.rootfs / "usr/lib/systemd/system/saltmarsh-agent.service.d/guest.conf").unlink()
-        cluster.master.argv = box.netns_argv(cluster.master.argv)
-        cluster.start_master()
-        box.boot()
-        cluster.accept(NAME)
+    # The unit as shipped: this host has no libvirt group, and the agent must start all the same.
+    with booted(cluster, parts, tmp_path / "box", NAME, files, shipped_unit=True) as box:
         yield cluster, box
-    finally:
-        try:
-            cluster.stop()
-        finally:
-            box.close()
 
 
 def setup(cluster: Cluster, *words: str) -> tuple[int, dict[str, Any], str]:

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from .. import container as harness
-from ..cluster import Cluster, wait_until
+from ..cluster import Cluster
+from ..container_host import booted, module_parts, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -34,12 +35,7 @@ AGENT_PKI = "/var/lib/saltmarsh/agent/libvirt-pki"
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory: pytest.TempPathFactory) -> harness.Parts:
-    reason = harness.skip_reason()
-    if reason:
-        pytest.skip(reason)
-    work = tmp_path_factory.mktemp("virt-parts")
-    with (work / "parts.log").open("w") as log:
-        return harness.make_parts(work, SEED_PACKAGES, log, dependencies=True)
+    return module_parts(tmp_path_factory, "virt-parts", SEED_PACKAGES, dependencies=True)
 
 
 @pytest.fixture
@@ -51,21 +47,8 @@ def host(parts: harness.Parts, tmp_path: Path) -> Iterator[tuple[Cluster, harnes
              "libvirt_tls": True, "pki_root": AGENT_PKI, "tls_names": ["localhost"]}
     files = {"/etc/saltmarsh/agent.yaml": harness.yaml_file(agent), "/etc/hostname": f"{NAME}\n",
              "/etc/hosts": "127.0.0.1 localhost\n"}
-    (tmp_path / "box").mkdir()
-    box = harness.Container(tmp_path / "box", NAME, parts)
-    try:
-        box.create(files)
-        (box.rootfs / "usr/lib/systemd/system/saltmarsh-agent.service.d/guest.conf").unlink()  # the shipped unit
-        cluster.master.argv = box.netns_argv(cluster.master.argv)
-        cluster.start_master()
-        box.boot()
-        cluster.accept(NAME)
+    with booted(cluster, parts, tmp_path / "box", NAME, files, shipped_unit=True) as box:
         yield cluster, box
-    finally:
-        try:
-            cluster.stop()
-        finally:
-            box.close()
 
 
 def setup(cluster: Cluster, *words: str, profile: str = "hv") -> tuple[int, dict[str, Any]]:
