@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from .. import container as harness
-from ..cluster import Cluster
-from ..container_host import booted, module_parts, wait_until
+from ..cluster import Cluster, wait_until
+from ..container_host import booted, module_parts
 
 pytestmark = pytest.mark.integration
 
