@@ -60,20 +60,35 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         assert cluster.stop()["master"] == 0, cluster.master.log()[-3000:]
 
 
-async def connect(lab: Lab, token: str, query: str = "") -> tornado.websocket.WebSocketClientConnection:
+async def connect(lab: Lab, token: str, query: str = "") -> Feed:
     """A WebSocket on /v1/events; returns once the server has subscribed it (the upgrade is answered)."""
     request = tornado.httpclient.HTTPRequest(lab.ws_url + query, headers={"Authorization": f"Bearer {token}"})
-    return await tornado.websocket.websocket_connect(request)
+    return Feed(await tornado.websocket.websocket_connect(request))
 
 
-async def read(ws: tornado.websocket.WebSocketClientConnection, count: int, timeout: float = 30) -> list[Any]:
-    """The next ``count`` messages, decoded."""
-    messages = []
-    for _ in range(count):
-        message = await asyncio.wait_for(ws.read_message(), timeout)
-        assert message is not None, f"closed after {len(messages)} messages: {ws.close_code} {ws.close_reason}"
-        messages.append(json.loads(message))
-    return messages
+class Feed:
+    """A WebSocket's events one by one: each message carries ``{"events": [...]}`` (or a gap notice)."""
+
+    def __init__(self, ws: tornado.websocket.WebSocketClientConnection) -> None:
+        self.ws = ws
+        self._ready: list[Any] = []
+        self.messages = 0
+
+    async def read(self, count: int, timeout: float = 30) -> list[Any]:
+        """The next ``count`` items (events, or a gap notice), decoded."""
+        while len(self._ready) < count:
+            message = await asyncio.wait_for(self.ws.read_message(), timeout)
+            assert message is not None, \
+                f"closed after {len(self._ready)} items: {self.ws.close_code} {self.ws.close_reason}"
+            document = json.loads(message)
+            self.messages += 1
+            self._ready.extend(document["events"] if "events" in document else [document])
+        taken, self._ready = self._ready[:count], self._ready[count:]
+        return taken
+
+    def close(self) -> None:
+        """Close the WebSocket."""
+        self.ws.close()
 
 
 async def fire(lab: Lab, agent: str, count: int, tag: str = "test/http") -> None:
@@ -87,7 +102,7 @@ def test_every_subscriber_gets_every_matching_event_and_since_replays_what_was_m
     async def scenario() -> None:
         first, second = await connect(lab, token, "?tags=test/http"), await connect(lab, token, "?tags=test/http")
         await fire(lab, "web1", 20)
-        got_first, got_second = await read(first, 20), await read(second, 20)
+        got_first, got_second = await first.read(20), await second.read(20)
         assert [m["seq"] for m in got_first] == [m["seq"] for m in got_second]
         assert [m["data"] for m in got_first] == [m["data"] for m in got_second]
         assert {m["agent"] for m in got_first} == {"web1"} and {m["tag"] for m in got_first} == {"test/http"}
@@ -99,18 +114,18 @@ def test_every_subscriber_gets_every_matching_event_and_since_replays_what_was_m
         last = seqs[-1]
         await fire(lab, "db1", 5)  # nobody listens
         again = await connect(lab, token, f"?tags=test/http&since={last}")
-        missed = await read(again, 5)
+        missed = await again.read(5)
         assert [m["agent"] for m in missed] == ["db1"] * 5 and missed[0]["seq"] > last
         await fire(lab, "web1", 1)
-        live = await read(again, 1)
+        live = await again.read(1)
         assert live[0]["seq"] > missed[-1]["seq"] and live[0]["agent"] == "web1"
         again.close()
 
         await fire(lab, "db1", RING + 50)  # pushes the first events out of the ring
         behind = await connect(lab, token, "?tags=test/http&since=1")
-        gap = (await read(behind, 1))[0]
+        gap = (await behind.read(1))[0]
         assert set(gap) == {"gap"} and gap["gap"]["since"] == 1 and gap["gap"]["resumed_from"] > 2
-        resumed = await read(behind, 1)
+        resumed = await behind.read(1)
         assert resumed[0]["seq"] >= gap["gap"]["resumed_from"]
         behind.close()
 
@@ -132,9 +147,9 @@ def test_a_token_sees_only_what_its_scopes_and_target_allow(lab: Lab) -> None:
         await asyncio.get_running_loop().run_in_executor(None, lab.cluster.cli, "run", "*", "test.ping")
         await fire(lab, "db1", 3, "test/scoped")
         await fire(lab, "web1", 2, "test/scoped")
-        seen = await read(blind, 5)  # no job events at all: only the five scoped ones
+        seen = await blind.read(5)  # no job events at all: only the five scoped ones
         assert [m["tag"] for m in seen] == ["test/scoped"] * 5
-        limited_seen = await read(limited, 3)  # web1's return, then web1's two events; nothing of db1
+        limited_seen = await limited.read(3)  # web1's return, then web1's two events; nothing of db1
         assert all(m["agent"] == "web1" for m in limited_seen), limited_seen
         assert limited_seen[0]["tag"].startswith("saltmarsh/job/") and limited_seen[0]["tag"].endswith("/ret/web1")
         blind.close()
@@ -163,9 +178,7 @@ def test_a_subscriber_that_never_reads_is_cut_off_and_the_others_are_served(lab:
         async def drain() -> None:
             nonlocal received
             while received < burst:
-                message = await asyncio.wait_for(reader.read_message(), 60)
-                assert message is not None, f"the reading subscriber was closed: {reader.close_reason}"
-                received += 1
+                received += len(await reader.read(1, timeout=60))
 
         draining = asyncio.create_task(drain())
         await asyncio.get_running_loop().run_in_executor(

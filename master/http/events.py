@@ -15,7 +15,8 @@ import asyncio
 import collections
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 from saltmarsh.protocol.tags import tag_matches
 
@@ -42,12 +43,22 @@ def visible(token: ApiToken, event: Event) -> bool:
     return True
 
 
-@dataclass(frozen=True)
 class Numbered:
-    """An event with its sequence number."""
+    """An event with its sequence number, and its JSON text, made once for every subscriber that gets it."""
 
-    seq: int
-    event: Event
+    __slots__ = ("_json", "event", "seq")
+
+    def __init__(self, seq: int, event: Event) -> None:
+        self.seq, self.event = seq, event
+        self._json: str | None = None
+
+    def json(self) -> str:
+        """``{"seq", "tag", "data", "ts", "agent"}`` as the API sends it (encoded on first use)."""
+        if self._json is None:
+            event = self.event
+            self._json = msgspec.json.encode({"seq": self.seq, "tag": event.tag, "data": event.data, "ts": event.ts,
+                                              "agent": event.agent}).decode()
+        return self._json
 
 
 class EventRing:
