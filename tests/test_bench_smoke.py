@@ -139,7 +139,7 @@ def test_bench_http_quick_prints_latencies_and_delivers_every_event() -> None:
     rows = {tuple(line.split()[:3]) for line in result.stdout.splitlines() if line.startswith(("GET", "POST"))}
     assert rows == {("GET", "/v1/agents", "1"), ("GET", "/v1/agents", "50"), ("POST", "/v1/jobs", "1"),
                     ("POST", "/v1/jobs", "50")}, result.stdout
-    delivered = re.search(r"events: ([\d,]+) of ([\d,]+) delivered to 5 WebSocket subscribers", result.stdout)
+    delivered = re.search(r"; ([\d,]+) of ([\d,]+) delivered to 5 WebSocket subscribers", result.stdout)
     assert delivered and delivered.group(1) == delivered.group(2) == "2,500", result.stdout
     assert re.search(r"0 subscriber\(s\) short", result.stdout)
     assert re.search(r"master RSS: [\d.]+ MiB before, [\d.]+ MiB with 5 subscribers", result.stdout)
