@@ -136,6 +136,7 @@ class Cluster:
             "log_level": "debug",
         }
         settings.update(master_settings)
+        self.http_listen: str | None = master_settings.get("http", {}).get("listen")  # host:port, if the API is on
         (self.master_dir / "master.yaml").write_text(yaml.safe_dump(settings))
         self.master = Daemon("master", self.master_dir, [str(BIN / "saltmarsh-master"), "-c", str(self.master_dir)])
         self.agents: dict[str, Daemon] = {}

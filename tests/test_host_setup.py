@@ -35,7 +35,8 @@ from saltmarsh.protocol.messages import Job, Target
 from saltmarsh.protocol.states import FileState, SetupRequest
 from saltmarsh.protocol.version import PROTOCOL_VERSION
 
-from .cluster import BIN, Cluster, Daemon, wait_until
+from .cluster import BIN, Cluster, Daemon, free_port, wait_until
+from .http_client import Api, error_of
 
 
 def profiles(root: Path) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[Cluster, Path, Daemon]]:
         pytest.skip("the helper is started as root, as its unit does")
     root = tmp_path / "host"
     root.mkdir()
-    cluster = Cluster(tmp_path, host=profiles(root))
+    cluster = Cluster(tmp_path, host=profiles(root), http={"listen": f"127.0.0.1:{free_port()}"})
     helper_dir = tmp_path / "helper"
     helper_dir.mkdir()
     sock = tmp_path / "run" / "setup.sock"
@@ -106,6 +107,35 @@ def test_dry_run_then_apply_then_nothing_to_change(lab: tuple[Cluster, Path, Dae
     assert "    unchanged     conf-1" in human.stdout and "    would change  conf-2" in human.stdout
     assert "        | -edited by hand" in human.stdout and "        | +value 2" in human.stdout
     assert (root / "conf-2").read_text() == "edited by hand\n"
+
+
+@pytest.mark.timeout(120)
+def test_host_setup_over_http_is_an_operation_with_the_same_results(lab: tuple[Cluster, Path, Daemon]) -> None:
+    cluster, root, _helper = lab
+    assert cluster.http_listen is not None
+    api = Api(cluster, int(cluster.http_listen.rsplit(":", 1)[1]))
+    admin = api.token("setup-admin", "hosts:write,vms:read")
+    status, body, _ = api.call("POST", "/v1/hosts/setup", api.token("setup-vms", "vms:write"), {"target": "hv1"})
+    assert status == 403 and "hosts:write" in error_of(body)[1]
+
+    def setup(**body: Any) -> dict[str, Any]:
+        status, started, _ = api.call("POST", "/v1/hosts/setup", admin, {"target": "hv1", **body})
+        assert status == 202 and started["operation"]["command"] == "host.setup", started
+        done = api.call("GET", f"/v1/operations/{started['operation']['id']}/wait?timeout=60", admin)[1]
+        assert done["status"] == "succeeded", done
+        return dict(done["result"]["hosts"]["hv1"])
+
+    dry = setup(dry_run=True)
+    assert [(r["name"], r["status"]) for r in dry["results"]] == [("conf-1", "would_change"),
+                                                                  ("conf-2", "would_change")]
+    assert not list(root.iterdir()), "the dry run wrote nothing"
+    assert [r["status"] for r in setup()["results"]] == ["changed", "changed"]
+    assert (root / "conf-2").read_text() == "value 2\n"
+    assert [r["status"] for r in setup(dry_run=True)["results"]] == ["unchanged", "unchanged"]
+    status, body, _ = api.call("POST", "/v1/hosts/setup", admin, {"target": "hv1", "profile": "nope"})
+    assert status == 202
+    failed = api.call("GET", f"/v1/operations/{body['operation']['id']}/wait?timeout=60", admin)[1]
+    assert failed["status"] == "failed" and "nope" in failed["error"]["message"], failed
 
 
 @pytest.mark.timeout(120)

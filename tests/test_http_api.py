@@ -22,38 +22,13 @@ from typing import Any
 import pytest
 
 from .cluster import Cluster, free_port, wait_until
+from .http_client import Api, error_of
 
 pytestmark = pytest.mark.timeout(120)
 
 AGENTS = ("web1", "web2", "db1")
 MAX_BODY = 4096
 HEADER_TIMEOUT = 2.0
-
-
-class Api:
-    """The master's API at ``url``."""
-
-    def __init__(self, cluster: Cluster, port: int) -> None:
-        self.cluster, self.url = cluster, f"http://127.0.0.1:{port}"
-
-    def token(self, name: str, scopes: str, *extra: str) -> str:
-        """A new token, made with the CLI; the token is the first line it prints."""
-        return self.cluster.cli("token", "create", name, "--scope", scopes, *extra).stdout.splitlines()[0]
-
-    def call(self, method: str, path: str, token: str | None = None, body: bytes | Any = None,
-             timeout: float = 30.0) -> tuple[int, Any, Any]:
-        """(status, decoded JSON, headers: case-insensitive) of one request."""
-        data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        if token is not None:
-            request.add_header("Authorization", f"Bearer {token}")
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, json.loads(response.read()), response.headers
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read()), exc.headers
 
 
 @pytest.fixture(scope="module")
@@ -79,12 +54,6 @@ def _answers(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def error_of(document: Any) -> tuple[str, str]:
-    """(code, message) of the one error shape; fails on anything else."""
-    assert set(document) == {"error"} and set(document["error"]) == {"code", "message"}, document
-    return document["error"]["code"], document["error"]["message"]
 
 
 def test_no_token_an_unknown_one_or_another_scheme_gets_401_with_the_reason(api: Api) -> None:
@@ -396,3 +365,62 @@ def test_vm_calls_run_as_operations_seen_only_by_their_token(api: Api) -> None:
         == "succeeded"
     status, body, _ = api.call("POST", "/v1/vms/h1/start", web)
     assert status == 404 and error_of(body)[0] == "not_found"  # purged: no such VM
+
+
+def _sse_until(api: Api, token: str, query: str, last_tag_suffix: str, timeout: float = 30) -> list[dict[str, Any]]:
+    """The events an SSE subscription replays and streams, up to the first whose tag ends with the suffix."""
+    request = urllib.request.Request(f"{api.url}/v1/events?{query}", headers={"Authorization": f"Bearer {token}"})
+    events: list[dict[str, Any]] = []
+    with urllib.request.urlopen(request, timeout=timeout) as stream:
+        while not events or not events[-1]["tag"].endswith(last_tag_suffix):
+            line = stream.readline().decode()
+            assert line, "the stream ended first"
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    return events
+
+
+def test_jobs_are_killed_and_batches_rolled_over_http(api: Api) -> None:
+    runner = api.token("killer-runner", "jobs:run,jobs:read,events:read")
+    killer = api.token("killer", "jobs:write")
+    jid = api.call("POST", "/v1/jobs", runner, {"target": "db1", "fun": "test.sleep", "args": [600],
+                                                "timeout": 600})[1]["jid"]
+    wait_until(lambda: [r["jid"] for r in api.call("GET", "/v1/jobs/running?target=db1", runner)[1]["running"]
+                        .get("db1", [])] == [jid] or None, what="the sleep running on db1")
+    status, body, _ = api.call("POST", f"/v1/jobs/{jid}/kill", runner, {})
+    assert status == 403 and "jobs:write" in error_of(body)[1]
+    status, body, _ = api.call("POST", f"/v1/jobs/{jid}/kill", killer, {"target": "db1"})
+    assert status == 200 and body["reports"]["db1"]["outcome"] == "killed", body
+    ret = api.call("GET", f"/v1/jobs/{jid}/wait?timeout=20", runner)[1]["returns"]["db1"]
+    assert ret["error"]["type"] == "Killed", ret
+
+    status, started, _ = api.call("POST", "/v1/batches", runner, {"target": "*", "fun": "test.ping",
+                                                                  "batch": {"count": 1}})
+    assert status == 202 and started["size"] == 1 and sorted(started["expected"]) == sorted(AGENTS), started
+    events = _sse_until(api, runner, f"tags=saltmarsh/batch/{started['batch']}/*&since=1", "/done")
+    rets = [e["agent"] for e in events if "/ret/" in e["tag"]]
+    assert sorted(rets) == sorted(AGENTS) and not events[-1]["data"]["not_started"], events
+    # One at a time: each agent's start comes after the previous agent's return.
+    kinds = [e["tag"].split("/")[3] for e in events if e["tag"].split("/")[3] in ("start", "ret")]
+    assert kinds == ["start", "ret"] * len(AGENTS), kinds
+    status, body, _ = api.call("POST", "/v1/batches", runner, {"target": "*", "fun": "test.ping", "batch": {}})
+    assert status == 400 and error_of(body)[0] == "invalid"
+
+
+def test_hosts_go_in_maintenance_and_agents_change_role_only_within_a_tokens_target(api: Api) -> None:
+    hosts = api.token("hosts-admin", "hosts:write,agents:write,vms:read")
+    web = api.token("hosts-web", "hosts:write,agents:read", "--target", "web*")
+    status, body, _ = api.call("POST", "/v1/hosts/web2/maintenance", hosts, {"state": "on"})
+    assert status == 200 and body == {"host": "web2", "maintenance": True}, body
+    status, body, _ = api.call("POST", "/v1/hosts/db1/maintenance", web, {"state": "on"})
+    assert status == 403 and "db1" in error_of(body)[1]
+    assert api.call("POST", "/v1/hosts/web2/maintenance", web, {"state": "off"})[1]["maintenance"] is False
+    status, body, _ = api.call("POST", "/v1/hosts/web2/maintenance", hosts, {"state": "sideways"})
+    assert status == 400 and error_of(body)[0] == "invalid"
+    assert api.call("GET", "/v1/agents/db1", web)[0] == 403  # one agent named in the path: held to web*
+    assert api.call("GET", "/v1/agents/web1", web)[0] == 200
+    status, body, _ = api.call("POST", "/v1/agents/db1/role", hosts, {"role": "guest"})
+    assert status == 200 and body == {"id": "db1", "role": "guest"}, body
+    assert "db1" not in api.call("GET", "/v1/hosts", hosts)[1]  # a guest is no hypervisor
+    assert api.call("POST", "/v1/agents/db1/role", hosts, {"role": "hypervisor"})[1]["role"] == "hypervisor"
+    wait_until(lambda: "db1" in api.call("GET", "/v1/hosts", hosts)[1] or None, what="db1 a hypervisor again")

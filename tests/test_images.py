@@ -15,6 +15,7 @@ import stat
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -31,14 +32,14 @@ from saltmarsh.protocol.envelope import Header
 from saltmarsh.protocol.messages import Failed, FileData, FileInfo, FileRead, FileStat, Message
 from saltmarsh.protocol.version import PROTOCOL_VERSION
 
-from .cluster import Cluster, EventRecorder
+from .cluster import Cluster, EventRecorder, free_port, wait_until
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> tuple[Cluster, Path]:
     roots = tmp_path / "file_root"
     (roots / "images").mkdir(parents=True)
-    cluster = Cluster(tmp_path / "c", file_roots=[str(roots)])
+    cluster = Cluster(tmp_path / "c", file_roots=[str(roots)], http={"listen": f"127.0.0.1:{free_port()}"})
     cluster.start_master()
     cluster.start_agents("hv1", virt={"vm_dir": str(tmp_path / "vms"), "images_dir": str(tmp_path / "cache")})
     yield cluster, roots
@@ -72,8 +73,24 @@ def test_image_is_fetched_verified_cached_and_reused(served: tuple[Cluster, Path
     log = cluster.agents["hv1"].log()
     assert log.count("fetched master://images/base.qcow2") == 1 and "already cached" in log
     recorder.close()
-    progress = [e.data for e in recorder.events if "/image/" in e.tag]
+    progress = [e.data for e in recorder.events if "/image/" in e.tag and e.tag.endswith("/progress")]
     assert progress and progress[-1]["done"] == progress[-1]["total"] == image.stat().st_size
+    lookups = [e.data["hit"] for e in recorder.events if e.tag == f"saltmarsh/virt/hv1/image/{digest[:16]}/cache"]
+    assert lookups == [False, True]
+    assert wait_until(lambda: _image_lookups(cluster) == {"hit": 1.0, "miss": 1.0} or None,
+                      what="the API's metrics to count one miss and one hit")
+
+
+def _image_lookups(cluster: Cluster) -> dict[str, float]:
+    """The API's image cache counters, by outcome, read with a metrics token as Prometheus would."""
+    token = cluster.cli("token", "create", f"prom{time.monotonic_ns()}", "--scope", "metrics:read").stdout.split()[0]
+    request = urllib.request.Request(f"http://{cluster.http_listen}/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    prefix = 'saltmarsh_image_cache_lookups_total{outcome="'
+    return {line[len(prefix):].split('"')[0]: float(line.split()[-1])
+            for line in text.splitlines() if line.startswith(prefix)}
 
 
 @pytest.mark.parametrize("ref", ["master://../outside.img", "master:///etc/passwd", "master://images/../../x",
@@ -211,7 +228,9 @@ def test_a_fetch_writes_exactly_the_file_readable_by_qemu(image: Path, make_cach
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [path.name]
     assert master.reads == 41
     tags = {tag for tag, _ in events}
-    assert tags == {f"saltmarsh/virt/hv1/image/{path.name[:16]}/progress"}
+    prefix = f"saltmarsh/virt/hv1/image/{path.name[:16]}"
+    assert tags == {f"{prefix}/cache", f"{prefix}/progress"}
+    assert events[0] == (f"{prefix}/cache", {"image": "master://disk.img", "hit": False})
     assert events[-1][1]["done"] == events[-1][1]["total"] == image.stat().st_size
 
 

@@ -118,7 +118,9 @@ class ImageCache:
         with self._guard:
             lock = self._locks[info.sha256]
         with lock:
-            if target.is_file():
+            hit = target.is_file()
+            self._fire(f"saltmarsh/virt/{self._agent_id}/image/{info.sha256[:16]}/cache", {"image": ref, "hit": hit})
+            if hit:
                 log.info("image %s already cached as %s", ref, target.name)
                 return target
             self._download(ref, info, target)

@@ -56,6 +56,12 @@ def confine(master: Master, token: ApiToken, fields: dict[str, Any]) -> None:
     fields["target"] = Target(kind="list", ids=sorted(named))
 
 
+def confine_agent(token: ApiToken, agent_id: Any) -> None:
+    """Hold a target-limited token to its pattern where a request names one agent (a key, a host)."""
+    if token.target and not (isinstance(agent_id, str) and token.may_reach(agent_id)):
+        raise ApiError(403, "forbidden", f"token {token.name} may reach only {token.target!r}, not {agent_id!r}")
+
+
 def confine_vm(master: Master, token: ApiToken, fields: dict[str, Any], creating: bool) -> None:
     """Hold a target-limited token to VMs on its hypervisors: the VM's host (or, creating one, the host
     the request names: placement may not choose one outside the pattern) must fit the pattern."""

@@ -61,7 +61,9 @@ class Metrics:
         self._sums: dict[str, float] = collections.defaultdict(float)
         self._migrations: dict[tuple[str, str], tuple[float, int]] = {}  # (agent, vm) -> (when, bytes left)
         self._handles = [master.bus.subscribe("saltmarsh/job/*/ret/*", self._on_return),
-                         master.bus.subscribe("saltmarsh/virt/*/migration/*/progress", self._on_migration)]
+                         master.bus.subscribe("saltmarsh/virt/*/migration/*/progress", self._on_migration),
+                       master.bus.subscribe("saltmarsh/virt/*/image/*/cache", self._on_image_lookup)]
+        self._image_lookups: collections.Counter[str] = collections.Counter(hit=0, miss=0)
 
     def close(self) -> None:
         """Stop counting."""
@@ -89,6 +91,10 @@ class Metrics:
         self._migrations[(event.agent, str(data.get("vm", "?")))] = (
             time.monotonic(), int(remaining) if isinstance(remaining, int) else 0)
 
+    def _on_image_lookup(self, event: Event) -> None:
+        data = event.data if isinstance(event.data, dict) else {}
+        self._image_lookups["hit" if data.get("hit") is True else "miss"] += 1
+
     def render(self) -> str:
         """Every family, as Prometheus reads it."""
         lines: list[str] = []
@@ -97,6 +103,10 @@ class Metrics:
         self._bus_families(lines)
         self._hypervisors(lines)
         self._migration_family(lines)
+        family = Family(lines, "saltmarsh_image_cache_lookups_total", "counter",
+                        "Images agents looked up in their caches, by outcome (a miss is fetched from the master).")
+        for outcome, count in sorted(self._image_lookups.items()):
+            family.sample(count, outcome=outcome)
         return "\n".join(lines) + "\n"
 
     def _agents(self, lines: list[str]) -> None:

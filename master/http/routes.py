@@ -29,30 +29,46 @@ class Route:
     targets: bool = False  # whether the request names agents (checked against a token's target pattern)
     vm: bool = False  # whether the request names a VM (its hypervisor is checked against a token's target)
     operation: bool = False  # runs as an operation: 202 with its id at once (master/http/operations.py)
+    agent: str = ""  # the request field naming one agent (checked against a token's target pattern)
 
 
 ROUTES = (
     Route("GET", r"/v1/agents", "agent.list", "agents:read", summary="every known agent", targets=True),
-    Route("GET", rf"/v1/agents/{SEGMENT}", "agent.show", "agents:read", ("id",), "one agent"),
+    Route("GET", rf"/v1/agents/{SEGMENT}", "agent.show", "agents:read", ("id",), "one agent", agent="id"),
+    Route("POST", rf"/v1/agents/{SEGMENT}/role", "host.role", "agents:write", ("id",),
+          "make an agent a hypervisor or a guest (body.role)", body=True, agent="id"),
     Route("GET", r"/v1/keys", "key.list", "keys:read", summary="agent keys by state"),
     Route("GET", r"/v1/jobs", "job.list", "jobs:read", summary="the newest jobs"),
     Route("POST", r"/v1/jobs", "run", "jobs:run", summary="start a job; 202 with its jid", status=202, body=True,
           targets=True),
     Route("GET", r"/v1/jobs/running", "job.running", "jobs:read", summary="jobs the agents still run",
           targets=True),
+    Route("POST", r"/v1/batches", "run.batch", "jobs:run",
+          summary="roll a job over the target, body.batch (N or P%) at a time; 202 with the batch id (its progress "
+                  "is at /v1/events?tags=saltmarsh/batch/<batch>/*)", status=202, body=True, targets=True),
+    Route("POST", rf"/v1/jobs/{SEGMENT}/kill", "job.kill", "jobs:write", ("jid",),
+          "kill a running job on body.target, or on every agent still running it", body=True, targets=True),
     Route("GET", rf"/v1/jobs/{SEGMENT}", "job.outcome", "jobs:read", ("jid",),
           "a job's returns so far, and why each missing agent is missing"),
     Route("GET", r"/v1/vms", "virt.list", "vms:read", summary="every hypervisor's VMs by state"),
     Route("GET", r"/v1/hosts", "virt.host_info", "vms:read", summary="every hypervisor's resources"),
+    Route("POST", r"/v1/hosts/setup", "host.setup", "hosts:write",
+          summary="bring the targeted hosts to their profiles (body.dry_run: only say what would change; an "
+                  "operation, its progress at /v1/events?tags=saltmarsh/host/*)", status=202, body=True,
+          targets=True, operation=True),
+    Route("POST", rf"/v1/hosts/{SEGMENT}/maintenance", "host.maintenance", "hosts:write", ("host",),
+          "put a hypervisor in maintenance or take it out (body.state: on or off)", body=True, agent="host"),
     Route("GET", r"/v1/images", "image.list", "images:read", summary="images under the master's file roots"),
     Route("GET", r"/v1/pki", "pki.status", "pki:read", summary="the libvirt CA and the certificates it issued"),
     Route("GET", r"/v1/finger", "key.finger", "keys:read", summary="the master's and every agent's fingerprint"),
-    Route("GET", rf"/v1/keys/{SEGMENT}/finger", "key.finger", "keys:read", ("id",), "one agent key's fingerprint"),
-    Route("POST", rf"/v1/keys/{SEGMENT}/accept", "key.accept", "keys:write", ("id",), "accept a pending key"),
-    Route("POST", rf"/v1/keys/{SEGMENT}/reject", "key.reject", "keys:write", ("id",), "reject a key"),
-    Route("DELETE", rf"/v1/keys/{SEGMENT}", "key.delete", "keys:write", ("id",), "delete a key"),
+    Route("GET", rf"/v1/keys/{SEGMENT}/finger", "key.finger", "keys:read", ("id",), "one agent key's fingerprint",
+          agent="id"),
+    Route("POST", rf"/v1/keys/{SEGMENT}/accept", "key.accept", "keys:write", ("id",), "accept a pending key",
+          agent="id"),
+    Route("POST", rf"/v1/keys/{SEGMENT}/reject", "key.reject", "keys:write", ("id",), "reject a key", agent="id"),
+    Route("DELETE", rf"/v1/keys/{SEGMENT}", "key.delete", "keys:write", ("id",), "delete a key", agent="id"),
     Route("POST", rf"/v1/keys/{SEGMENT}/token", "key.token", "keys:write", ("id",),
-          "a one-time join token for an agent id", body=True),
+          "a one-time join token for an agent id", body=True, agent="id"),
     Route("GET", r"/v1/vms/query", "virt.query", "vms:read", summary="VMs in detail (?name= for one)"),
     Route("POST", r"/v1/vms", "virt.init", "vms:write", summary="create a VM (an operation)", status=202, body=True,
           operation=True),

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 RESOURCES = ("agents", "keys", "jobs", "vms", "images", "pki", "events", "metrics", "tokens")
 VERBS = ("read", "write", "run")
-# The scopes that exist; "jobs:run" starts jobs, "<resource>:write" changes that resource.
+# The scopes that exist; "jobs:run" starts jobs (one, or a batch), "jobs:write" kills them,
+# "<resource>:write" changes that resource; "hosts:write" sets hosts up and puts them in maintenance
+# (what hosts are is read with vms:read).
 SCOPES = frozenset({f"{resource}:read" for resource in RESOURCES}
-                   | {f"{resource}:write" for resource in ("keys", "vms", "tokens")}
+                   | {f"{resource}:write" for resource in ("agents", "keys", "vms", "hosts", "tokens")}
                    | {"jobs:run", "jobs:write"})
 
 

@@ -29,7 +29,7 @@ from ..service.errors import HTTP_STATUS, Invalid, Refused, ServiceError
 from ..service.registry import OPERATIONS, ServiceContext, load_all
 from ..service.types.vms import MigrateAbortRequest
 from .base import ApiError, JsonHandler, authorize
-from .confine import confine, confine_vm, query_value
+from .confine import confine, confine_agent, confine_vm, query_value
 from .events import EventRing
 from .metrics import Metrics
 from .operations import Operations
@@ -149,6 +149,8 @@ class OperationHandler(JsonHandler):
             fields = self._fields(route, params)
             if route.targets:
                 confine(self.master, token, fields)
+            if route.agent:
+                confine_agent(token, fields.get(route.agent))
             if route.vm or route.command == "virt.init":
                 confine_vm(self.master, token, fields, creating=route.command == "virt.init")
             result = await (self._start(route, fields, token) if route.operation else self._call(route, fields))
