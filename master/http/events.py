@@ -46,11 +46,14 @@ def visible(token: ApiToken, event: Event) -> bool:
 class Numbered:
     """An event with its sequence number, and its JSON text, made once for every subscriber that gets it."""
 
-    __slots__ = ("_json", "event", "seq")
+    __slots__ = ("_json", "event", "seq", "wanted")
 
     def __init__(self, seq: int, event: Event) -> None:
         self.seq, self.event = seq, event
         self._json: str | None = None
+        # Whether each view (patterns, scopes, target) wants it: subscribers that share a view (every
+        # browser tab of one console) match an event once between them, not once each.
+        self.wanted: dict[tuple[object, ...], bool] = {}
 
     def json(self) -> str:
         """``{"seq", "tag", "data", "ts", "agent"}`` as the API sends it (encoded on first use)."""
@@ -112,6 +115,7 @@ class Subscriber:
         self.token = token
         self._on_cut_off = on_cut_off
         self.patterns = tuple(patterns) or ("",)
+        self._view = (self.patterns, token.scopes, token.target)
         self._queue: collections.deque[Numbered] = collections.deque()
         self._max = max_backlog
         self._wake = asyncio.Event()
@@ -119,8 +123,12 @@ class Subscriber:
 
     def wants(self, numbered: Numbered) -> bool:
         """Whether this subscriber gets ``numbered``."""
-        event = numbered.event
-        return any(tag_matches(p, event.tag) for p in self.patterns) and visible(self.token, event)
+        wanted = numbered.wanted.get(self._view)
+        if wanted is None:
+            event = numbered.event
+            wanted = numbered.wanted[self._view] = (any(tag_matches(p, event.tag) for p in self.patterns)
+                                                   and visible(self.token, event))
+        return wanted
 
     def offer(self, numbered: Numbered) -> None:
         """Queue ``numbered`` if wanted; past the backlog the subscriber is cut off (never waited for)."""
