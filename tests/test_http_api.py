@@ -424,3 +424,30 @@ def test_hosts_go_in_maintenance_and_agents_change_role_only_within_a_tokens_tar
     assert "db1" not in api.call("GET", "/v1/hosts", hosts)[1]  # a guest is no hypervisor
     assert api.call("POST", "/v1/agents/db1/role", hosts, {"role": "hypervisor"})[1]["role"] == "hypervisor"
     wait_until(lambda: "db1" in api.call("GET", "/v1/hosts", hosts)[1] or None, what="db1 a hypervisor again")
+
+
+HOSTILE_SEGMENTS = ("..%2F..%2Fetc%2Fpasswd", "%2e%2e", "a%00b", "%ff%fe", "x" * 300, "%0d%0aSet-Cookie:%20a=b")
+
+
+def test_every_path_parameter_refuses_traversal_and_garbage_in_the_one_error_shape(api: Api) -> None:
+    from saltmarsh.master.http.routes import ROUTES, SEGMENT
+    from saltmarsh.master.http.scopes import SCOPES
+
+    everything = api.token("hostile-all", ",".join(sorted(SCOPES)))
+    checked = 0
+    for route in ROUTES:
+        if SEGMENT not in route.path:
+            continue
+        for segment in HOSTILE_SEGMENTS:
+            path = route.path.replace(SEGMENT, segment)
+            status, body, _ = api.call(route.method, path, everything, {} if route.method == "POST" else None)
+            if status == 202 and "operation" in body:  # validated later, on the way: it must fail, not act
+                op = api.call("GET", f"/v1/operations/{body['operation']['id']}/wait?timeout=30", everything)[1]
+                assert op["status"] == "failed" and op["error"]["code"] != "internal", (path, op)
+            else:
+                assert 400 <= status < 500, (route.method, path, status, body)
+                assert error_of(body)[0] != "internal", (path, body)
+            checked += 1
+    assert checked == len(HOSTILE_SEGMENTS) * sum(SEGMENT in route.path for route in ROUTES) > 0
+    assert api.cluster.master.alive() and "Traceback" not in api.cluster.master.log()
+    assert api.call("GET", "/v1/agents", everything)[0] == 200
