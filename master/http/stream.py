@@ -98,7 +98,7 @@ class EventsHandler(tornado.websocket.WebSocketHandler):
             self.set_header("Content-Type", "application/json")
             self.finish(msgspec.json.encode({"error": {"code": exc.code, "message": exc.message}}))
             return
-        self.subscriber = Subscriber(token, patterns, self._cut_off, self.backlog)
+        self.subscriber = Subscriber(self.ring, token, patterns, self._cut_off, self.backlog)
         # Listening before the client learns it is subscribed (the 101, or the SSE headers): an event it
         # causes right after is never missed; none falls between the replay and the live ones either.
         self.listening_from = self.ring.seq
