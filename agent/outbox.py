@@ -64,11 +64,6 @@ RETURN_BATCH_BYTES = 2 * 1024 * 1024
 EVENT_BATCH = 500
 EVENT_QUEUE = 100_000
 IN_FLIGHT = 4
-# Under a steady stream, a batch goes out at most every EVENT_LINGER_SECONDS (unless EVENT_BATCH are
-# queued): each frame costs the master a signature check, a decryption, a mark in its database and a
-# signed Ack, so 2,000 events a second as 2,000 frames took 40 % of its loop. An event after a quiet
-# spell goes out at once.
-EVENT_LINGER_SECONDS = 0.005
 HIGH_WATER = 4 * IN_FLIGHT * EVENT_BATCH
 SPILL_AT = 2 * HIGH_WATER
 SPILL_DELAY = 0.05
@@ -111,6 +106,13 @@ class ReturnOutbox:
             else:
                 log.warning("the master answered returns with %s, not an Ack; retrying", reply.KIND)
                 await asyncio.sleep(jittered(RETRY_SECONDS))
+
+    def idle(self) -> bool:
+        """Whether every return has been acknowledged (False, too, when the spool cannot be read)."""
+        try:
+            return not self._unspooled and not self._spool.returns(1)
+        except SpoolError:
+            return False
 
     def _batch(self) -> list[JobReturn]:
         try:
@@ -295,8 +297,6 @@ class EventOutbox:
     async def run(self, send: Send, ready: asyncio.Event) -> None:
         """Send batches, the spooled ones first, with up to IN_FLIGHT awaiting acknowledgement."""
         self._ready = ready
-        loop = asyncio.get_running_loop()
-        last_batch = 0.0
         try:
             while True:
                 await self._wakeup.wait()
@@ -304,10 +304,6 @@ class EventOutbox:
                 while self._sending >= (IN_FLIGHT if self._online else 1):
                     self._slot_free.clear()
                     await self._slot_free.wait()
-                linger = last_batch + EVENT_LINGER_SECONDS - loop.time()
-                if linger > 0 and len(self._queue) < EVENT_BATCH:
-                    await asyncio.sleep(linger)
-                last_batch = loop.time()
                 batch = self._next_batch()
                 if batch is None:
                     self._wakeup.clear()

@@ -73,8 +73,8 @@ async def cancel_and_wait(tasks: list[asyncio.Task[Any]]) -> None:
 class Runnable(Protocol):
     """A daemon object: runs until the stop event is set."""
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve until ``stop`` is set, then clean up."""
+    async def run(self, stop: asyncio.Event) -> int | None:
+        """Serve until ``stop`` is set, then clean up; the exit status (None: 0)."""
 
 
 @dataclass(frozen=True)
@@ -120,11 +120,11 @@ def daemon_main(spec: DaemonSpec[C], argv: list[str] | None = None) -> int:
     fatal: tuple[type[BaseException], ...] = (StateDirBusy, *spec.fatal)
     try:
         with locked_state_dirs(state_dirs):
-            asyncio.run(_serve(spec, config))
+            status = asyncio.run(_serve(spec, config))
     except fatal as exc:
         log.error("cannot start: %s", exc)
         return 1
-    return 0
+    return status or 0
 
 
 def _log_config_source(log: logging.Logger, path: Path) -> None:
@@ -135,7 +135,7 @@ def _log_config_source(log: logging.Logger, path: Path) -> None:
         log.info("no %s: every setting is its default", path)
 
 
-async def _serve(spec: DaemonSpec[C], config: C) -> None:
+async def _serve(spec: DaemonSpec[C], config: C) -> int | None:
     stop = asyncio.Event()
     stop_on_signals(stop)
     daemon = spec.build(config)
@@ -143,4 +143,4 @@ async def _serve(spec: DaemonSpec[C], config: C) -> None:
     # process: out of the collector's sight, a full collection scans only what the daemon made since,
     # and stops the loop for that long instead of for everything.
     gc.freeze()
-    await daemon.run(stop)
+    return await daemon.run(stop)

@@ -92,4 +92,6 @@ def host_lines(host: str, outcome: dict[str, Any]) -> list[str]:
         lines.extend(f"        | {clean(line)}" for line in str(result.get("detail") or "").splitlines())
     summary = ", ".join(f"{count} {SHOWN[status]}" for status, count in counts.items() if status in SHOWN)
     lines.append(f"    {summary}")
+    if outcome.get("agent_restart"):
+        lines.append(f"    the agent restarts once idle, {clean(outcome['agent_restart'])}")
     return lines
