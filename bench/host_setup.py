@@ -34,6 +34,7 @@ import yaml
 from bench.swarm import SWARM_ID, SwarmBench
 from tests import container as harness
 from tests.cluster import BIN, Cluster, Daemon, wait_until
+from tests.container_host import uplinked
 
 NAME = "sm-bench1"
 AGENT_CIDR, MASTER_CIDR = "10.77.0.2/24", "10.77.0.1/24"
@@ -91,29 +92,14 @@ def container_figures(work: Path) -> list[tuple[str, float, str]]:
              "request_port": cluster.request_port, "libvirt_uri": "test:///default", "auth_retry_seconds": 0.5}
     files = {"/etc/saltmarsh/agent.yaml": harness.yaml_file(agent), "/etc/hostname": f"{NAME}\n",
              "/etc/saltmarsh/setup-helper.yaml": harness.yaml_file({}), **harness.networkd_file("eth0", AGENT_CIDR)}
-    (work / "box").mkdir()
-    box = harness.Container(work / "box", NAME, parts)
-    uplink = harness.Uplink(f"{NAME}-m", box, "eth0", MASTER_CIDR)
-    try:
-        box.create(files)
-        uplink.make()
-        cluster.master.argv = uplink.argv(cluster.master.argv)
-        cluster.start_master()
-        started = time.monotonic()
-        box.boot()
-        box.exec("systemctl", "enable", "--now", "systemd-networkd.service")
+    started = time.monotonic()
+    with uplinked(cluster, parts, work / "box", NAME, files, MASTER_CIDR):
         cluster.accept(NAME)
-        rows.append(("boot until the agent's key is accepted", time.monotonic() - started, ""))
+        rows.append(("container made and booted, the agent's key accepted", time.monotonic() - started, ""))
         for label, words in (("dry run, fresh host", ("--dry-run",)), ("first run (fresh host)", ()),
                              ("second run (nothing to change)", ()), ("dry run after", ("--dry-run",))):
             took, outcome = timed(cluster, NAME, "bench", *words)
             rows.append((label, took, counts(outcome)))
-    finally:
-        try:
-            cluster.stop()
-        finally:
-            box.close()
-            uplink.close()
     return rows
 
 

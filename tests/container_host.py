@@ -57,3 +57,31 @@ def booted(cluster: Cluster, parts: harness.Parts, directory: Path, name: str, f
             cluster.stop()
         finally:
             box.close()
+
+
+@contextlib.contextmanager
+def uplinked(cluster: Cluster, parts: harness.Parts, directory: Path, name: str, files: dict[str, str],
+             master_cidr: str) -> Iterator[harness.Container]:
+    """The container ``name`` with ``files``, its ``eth0`` a veth to the master in a namespace of its own
+    on ``master_cidr``; the master started, the container booted with systemd-networkd running (its
+    ``eth0`` addressed by the networkd file among ``files``); all stopped on exit. Its agent's key is
+    the caller's to accept."""
+    directory.mkdir()
+    box = harness.Container(directory, name, parts)
+    uplink = harness.Uplink(f"{name}-m", box, "eth0", master_cidr)
+    try:
+        box.create(files)
+        uplink.make()
+        cluster.master.argv = uplink.argv(cluster.master.argv)
+        cluster.start_master()
+        box.boot()
+        box.exec("systemctl", "enable", "--now", "systemd-networkd.service")
+        yield box
+    finally:
+        try:
+            cluster.stop()
+        finally:
+            try:
+                box.close()
+            finally:
+                uplink.close()

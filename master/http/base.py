@@ -54,13 +54,14 @@ class JsonHandler(tornado.web.RequestHandler):
 
 
 def authorize(handler: tornado.web.RequestHandler, tokens: ApiTokens, scope: str) -> ApiToken:
-    """The request's token, if it holds ``scope``; ApiError 401 (logged, with the reason) or 403 otherwise."""
+    """The request's token, if it holds ``scope`` ("": any valid token); ApiError 401 (logged, with the
+    reason) or 403 otherwise."""
     try:
         token = tokens.authenticate(handler.request.headers.get("Authorization"))
     except Unauthenticated as exc:
         log.warning("http: %s %s refused: %s", handler.request.method, handler.request.path, exc)
         handler.set_header("WWW-Authenticate", 'Bearer realm="saltmarsh"')
         raise ApiError(401, "unauthenticated", str(exc)) from exc
-    if scope not in token.scopes:
+    if scope and scope not in token.scopes:
         raise ApiError(403, "forbidden", f"token {token.name} lacks the scope {scope}")
     return token

@@ -36,7 +36,7 @@ from .operations import Operations
 from .routes import OPERATION_ROUTES, ROUTES, WAIT_ROUTE, Route
 from .settings import HttpSettings
 from .stream import EventsHandler
-from .tokens import ApiToken, ApiTokens, Unauthenticated
+from .tokens import ApiToken, ApiTokens
 
 if TYPE_CHECKING:
     from ..server import Master
@@ -228,41 +228,33 @@ class OperationHandler(JsonHandler):
 class OperationsHandler(OperationHandler):
     """``/v1/operations/<id>`` (GET, DELETE) and ``…/wait``: seen by the token that started the operation."""
 
-    def _authorize(self, route: Route) -> ApiToken:
-        try:
-            token = self.tokens.authenticate(self.request.headers.get("Authorization"))
-        except Unauthenticated as exc:
-            self.set_header("WWW-Authenticate", 'Bearer realm="saltmarsh"')
-            raise ApiError(401, "unauthenticated", str(exc)) from exc
-        self.token_name = token.name
-        return token
-
     async def _call(self, route: Route, fields: dict[str, Any]) -> Any:
         op_id, owner = str(fields["id"]), self.token_name
         if route.command == "operation.cancel":
             return await self.operations.cancel(op_id, owner)
         if route.command == "operation.wait":
-            try:
-                timeout = min(float(fields.get("timeout", 30.0)), MAX_WAIT_SECONDS)
-            except (TypeError, ValueError) as exc:
-                raise ApiError(400, Invalid.code, "timeout must be a number of seconds") from exc
-            return await self.operations.wait(op_id, owner, max(timeout, 0.0))
+            return await self.operations.wait(op_id, owner, wait_seconds(fields))
         return self.operations.get(op_id, owner).view()
+
+
+def wait_seconds(fields: dict[str, Any]) -> float:
+    """A ``…/wait`` request's ``timeout`` (default 30 s), within 0 and MAX_WAIT_SECONDS."""
+    try:
+        return max(min(float(fields.get("timeout", 30.0)), MAX_WAIT_SECONDS), 0.0)
+    except (TypeError, ValueError) as exc:
+        raise ApiError(400, Invalid.code, "timeout must be a number of seconds") from exc
 
 
 class WaitHandler(OperationHandler):
     """``GET /v1/jobs/<jid>/wait?timeout=S``: the job's outcome once it is complete or S passed."""
 
     async def _call(self, route: Route, fields: dict[str, Any]) -> Any:
-        try:
-            timeout = min(float(fields.get("timeout", 30.0)), MAX_WAIT_SECONDS)
-        except (TypeError, ValueError) as exc:
-            raise ApiError(400, Invalid.code, "timeout must be a number of seconds") from exc
+        timeout = wait_seconds(fields)
         jid = fields["jid"]
         changed = asyncio.Event()
         handle = self.master.bus.subscribe(f"saltmarsh/job/{jid}/ret/", lambda _event: changed.set())
         try:
-            deadline = time.monotonic() + max(timeout, 0.0)
+            deadline = time.monotonic() + timeout
             while True:
                 outcome = await super()._call(route, {"jid": jid})
                 left = deadline - time.monotonic()

@@ -30,7 +30,7 @@ import pytest
 
 from .. import container as harness
 from ..cluster import Cluster, wait_until
-from ..container_host import module_parts
+from ..container_host import module_parts, uplinked
 
 pytestmark = pytest.mark.integration
 
@@ -67,27 +67,10 @@ def host(parts: harness.Parts, tmp_path: Path) -> Iterator[tuple[Cluster, harnes
     files = {"/etc/saltmarsh/agent.yaml": harness.yaml_file(agent),
              "/etc/saltmarsh/setup-helper.yaml": harness.yaml_file({"log_level": "debug"}),
              "/etc/hostname": f"{NAME}\n", **harness.networkd_file("eth0", AGENT_CIDR)}
-    (tmp_path / "box").mkdir()
-    box = harness.Container(tmp_path / "box", NAME, parts)
-    uplink = harness.Uplink(f"{NAME}-m", box, "eth0", MASTER_CIDR)
-    try:
-        box.create(files)
-        uplink.make()
-        cluster.master.argv = uplink.argv(cluster.master.argv)
-        cluster.start_master()
-        box.boot()
-        box.exec("systemctl", "enable", "--now", "systemd-networkd.service")
+    with uplinked(cluster, parts, tmp_path / "box", NAME, files, MASTER_CIDR) as box:
         wait_until(lambda: AGENT_CIDR in addresses(box, "eth0"), timeout=30, what="networkd to address eth0")
         cluster.accept(NAME)
         yield cluster, box
-    finally:
-        try:
-            cluster.stop()
-        finally:
-            try:
-                box.close()
-            finally:
-                uplink.close()
 
 
 def addresses(box: harness.Container, device: str) -> list[str]:

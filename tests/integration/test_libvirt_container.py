@@ -81,11 +81,18 @@ def test_a_fresh_host_ends_with_libvirtd_answering_and_a_second_run_changes_noth
     # The agent's user got libvirt's group: the agent restarted by itself to take it up, and reaches
     # qemu:///system through libvirtd's socket as that user.
     assert "libvirt" in outcome["agent_restart"], outcome
-    wait_until(lambda: cluster.cli("run", NAME, "virt.list_domains", "--json", check=False).returncode == 0,
-               timeout=60, what="the restarted agent to reach qemu:///system")
+    def journal() -> str:
+        return box.exec("journalctl", "-u", "saltmarsh-agent", "--no-pager", "-o", "cat").stdout
+
+    try:
+        wait_until(lambda: cluster.cli("run", NAME, "virt.list_domains", "--json", check=False).returncode == 0,
+                   timeout=60, what="the restarted agent to reach qemu:///system")
+    except AssertionError as exc:
+        last = cluster.cli("run", NAME, "virt.list_domains", "--json", check=False)
+        raise AssertionError(f"{last.stdout}{last.stderr}\n{journal()[-6000:]}") from exc
     assert json.loads(cluster.cli("run", NAME, "virt.list_domains", "--json").stdout) == {NAME: []}
-    journal = box.exec("journalctl", "-u", "saltmarsh-agent", "--no-pager", "-o", "cat").stdout
-    assert "exit status 75" in journal and journal.count("connecting to") >= 2, journal[-3000:]
+    journal_text = journal()
+    assert "exit status 75" in journal_text and journal_text.count("connecting to") >= 2, journal_text[-3000:]
     code, again = setup(cluster)
     assert code == 0 and {r["status"] for r in again["results"]} == {"unchanged"}, again
     print(f"libvirt and QEMU installed and libvirtd answering: {took:.0f} s")
