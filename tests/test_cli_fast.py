@@ -1,7 +1,8 @@
 """The CLI's fast path (master/cli/fast.py) and the control stream socket it uses (master/control/stream.py).
 
 Against a real master and agent (tests/cluster.py): the fast path prints the same stdout and stderr
-and exits with the same status as the full CLI (full.py, called directly) for the same command;
+and exits with the same status as the full CLI (full.py, called directly) for the same ``run`` or
+``key list``;
 it imports none of msgspec, pyzmq, PyYAML or argparse; the stream socket refuses a malformed or
 oversized frame with a logged reason and serves on; its file is 0600.
 """
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from saltmarsh.master.cli.fast import parse
+from saltmarsh.master.cli.fast import key_list_json, parse
 from saltmarsh.master.cli.full import build_parser
 from saltmarsh.master.control.endpoints import MAX_CONTROL_FRAME
 from saltmarsh.protocol.bounds import DEFAULT_RUN_TIMEOUT
@@ -83,6 +84,11 @@ def test_the_fast_path_prints_and_exits_as_the_full_cli_does(cluster: Cluster) -
         full_status, full_out, full_err, full_modules = saltmarsh(cluster, *argv, full=True)
         assert "zmq" in full_modules
         assert (status, same_jids(out), same_jids(err)) == (full_status, same_jids(full_out), same_jids(full_err)), argv
+    for argv in (["key", "list"], ["key", "list", "--json"]):
+        status, out, err, modules = saltmarsh(cluster, *argv)
+        assert not modules & HEAVY, (argv, sorted(modules & HEAVY))
+        assert (status, out, err) == saltmarsh(cluster, *argv, full=True)[:3], argv
+        assert status == 0 and "hv1" in out
     assert saltmarsh(cluster, "run", "hv1", "test.ping")[:2] == (0, "hv1:\n    true\n")
     assert saltmarsh(cluster, "run", "hv1", "test.raise_error")[0] == 1
     # What the fast path does not take, the full CLI runs, as before.
@@ -175,3 +181,6 @@ def test_what_the_fast_path_takes_it_reads_as_the_parser_does() -> None:
             ["run", "--help"], ["-c", "run", "hv1", "f"], ["run", "hv1", "f", "--timeout"], ["run", "hv1", "f", "--"]]
     for argv in left:
         assert parse(argv) is None, argv
+    lists = (["key", "list"], ["-c", "/x", "key", "list", "--json"], ["key", "list", "-h"], ["key", "accept"],
+             ["-c", "key", "list"])
+    assert [key_list_json(argv) for argv in lists] == [False, True, None, None, None]

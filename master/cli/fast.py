@@ -1,4 +1,5 @@
-"""The CLI's fast path: ``saltmarsh [-c DIR] run TARGET FUN [ARG...] [--json] [--timeout S]`` on the stdlib alone.
+"""The CLI's fast path: ``saltmarsh [-c DIR] run TARGET FUN [ARG...] [--json] [--timeout S]`` (and ``key list
+[--json]``) on the stdlib alone.
 
 Why: a ``run`` is the command typed most, and most of its start-up was imports: pyzmq, msgspec
 and the full config schema cost more than the rest of the command together (issue 12; see
@@ -41,11 +42,12 @@ from ..control.endpoints import (
     control_dir,
 )
 from ..service.outcome import Outcome
-from .jobview import print_finished, report_at_once, split_arguments
+from .jobview import print_finished, print_keys, report_at_once, split_arguments
 from .output import fail, print_json
 
 TYPE_CHECKING = False  # typing only for the type checker, as in output.py
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 CONFIG_FILE = "master.yaml"
@@ -68,7 +70,15 @@ class Refusal(Exception):
 
 
 def run_fast(words: list[str]) -> int | None:
-    """Run ``words`` if they are a plain ``run`` this path takes; its exit status, or None to leave it to full.py."""
+    """Run ``words`` if this path takes them (``run``, ``key list``); the exit status, or None for full.py."""
+    as_json = key_list_json(words)
+    if as_json is not None:
+        config = _config_dir(words)
+        return _key_list(Path(DEFAULT_CONFIG_DIR) if config is None else config[0], as_json)
+    return _run_job(words)
+
+
+def _run_job(words: list[str]) -> int | None:
     parsed = parse(words)
     if parsed is None:
         return None
@@ -82,25 +92,62 @@ def run_fast(words: list[str]) -> int | None:
         return None  # the full CLI says which argument, as a usage error
     if not all(_plain(value) for value in (*fun_args, *fun_kwargs.values())):
         return None
-    path = stream_socket(config_dir)
-    if path is None:
-        return None
     request = {"fun": fun, "target": {"kind": "id", "ids": [target]}, "args": fun_args, "kwargs": fun_kwargs,
                "timeout": timeout, "wait": True}
     body = _frame({"id": RUN, "cmd": "run", "args": request})
     if body is None:
         return None
-    connection = _connect(path)
+    return _session(config_dir, lambda replies: _run(replies, body, timeout, as_json))
+
+
+def _key_list(config_dir: Path, as_json: bool) -> int | None:
+    body = _frame({"id": RUN, "cmd": "key.list", "args": {}})
+    assert body is not None  # a few bytes
+
+    def call(replies: _Replies) -> int:
+        try:
+            replies.send_frame(body)
+            keys = replies.result(RUN)
+        except Gone as exc:
+            fail(exc)
+            return 1
+        except Refusal as exc:
+            return _refused(exc, as_json)
+        return print_keys(keys, as_json)
+
+    return _session(config_dir, call)
+
+
+def _session(config_dir: Path, talk: Callable[[_Replies], int]) -> int | None:
+    """Connect to the stream socket of ``config_dir``'s master and ``talk``; None if there is none to reach."""
+    path = stream_socket(config_dir)
+    connection = None if path is None else _connect(path)
     if connection is None:
         return None
     try:
-        return _run(connection, body, timeout, as_json)
+        return talk(_Replies(connection))
     except BrokenPipeError:
         return 0  # the reader went away (| head): nothing left to tell, as full.py does
     except KeyboardInterrupt:
         return 130
     finally:
         connection.close()
+
+
+def _config_dir(words: list[str]) -> tuple[Path, list[str]] | None:
+    """``-c DIR`` (or ``--config-dir DIR``) and the words after it; None if ``words`` do not start with one."""
+    if words[:1] in (["-c"], ["--config-dir"]) and len(words) >= 2 and not words[1].startswith("-"):
+        return Path(words[1]), words[2:]
+    return None
+
+
+def key_list_json(words: list[str]) -> bool | None:
+    """Whether a plain ``[-c DIR] key list [--json]`` asks for JSON; None if ``words`` are not one."""
+    config = _config_dir(words)
+    rest = words if config is None else config[1]
+    if rest[:2] != ["key", "list"] or any(word != "--json" for word in rest[2:]):
+        return None
+    return bool(rest[2:])
 
 
 def parse(words: list[str]) -> tuple[Path, bool, float, list[str]] | None:
@@ -111,9 +158,10 @@ def parse(words: list[str]) -> tuple[Path, bool, float, list[str]] | None:
     """
     config_dir = Path(DEFAULT_CONFIG_DIR)
     if words[:1] in (["-c"], ["--config-dir"]):
-        if len(words) < 2 or words[1].startswith("-"):
+        config = _config_dir(words)
+        if config is None:
             return None
-        config_dir, words = Path(words[1]), words[2:]
+        config_dir, words = config
     if words[:1] != ["run"]:
         return None
     as_json, timeout, positionals, blocks = False, DEFAULT_RUN_TIMEOUT, [], 0
@@ -199,9 +247,8 @@ def _connect(path: Path) -> socket.socket | None:
     return connection
 
 
-def _run(connection: socket.socket, body: bytes, timeout: float, as_json: bool) -> int:
+def _run(replies: _Replies, body: bytes, timeout: float, as_json: bool) -> int:
     """Send the run, gather its returns as the full client does (control/client.py: run), print them."""
-    replies = _Replies(connection)
     try:
         replies.send_frame(body)
         started = replies.result(RUN)

@@ -1,4 +1,5 @@
-"""How a job's outcome prints (``run``, ``job wait``), and how a command line's words become its arguments.
+"""How a job's outcome prints (``run``, ``job wait``), how a command line's words become its arguments,
+and how ``key list`` prints: what the full CLI and its fast path both print.
 
 Imports only the stdlib (and output.py, whose YAML is imported only for a value that needs it): the
 full CLI (jobs.py) and its fast path (master/cli/fast.py) print through these same functions, so a
@@ -101,3 +102,15 @@ def _print_outcome(outcome: OutcomeRules) -> None:
     for agent, ret in sorted(outcome.answered.items()):
         print(f"{clean(agent)}:")
         print(block(ret["result"]) if ret["success"] else error_line(ret))
+
+
+def print_keys(keys: dict[str, list[str]], as_json: bool) -> int:
+    """Print ``key list``'s answer: the ids under each state (or its JSON); exit status 0."""
+    if as_json:
+        print_json(keys)
+        return 0
+    for state in ("accepted", "pending", "rejected"):
+        print(f"{state.capitalize()} keys:")
+        for agent_id in keys[state]:
+            print(f"  {clean(agent_id)}")
+    return 0
