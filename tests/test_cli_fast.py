@@ -10,6 +10,7 @@ oversized frame with a logged reason and serves on; its file is 0600.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -24,6 +25,8 @@ import pytest
 from saltmarsh.master.cli.fast import key_list_json, parse
 from saltmarsh.master.cli.full import build_parser
 from saltmarsh.master.control.endpoints import MAX_CONTROL_FRAME
+from saltmarsh.master.control.messages import ControlReply
+from saltmarsh.master.control.stream import frame as stream_frame
 from saltmarsh.protocol.bounds import DEFAULT_RUN_TIMEOUT
 
 from .cluster import Cluster, wait_until
@@ -184,3 +187,12 @@ def test_what_the_fast_path_takes_it_reads_as_the_parser_does() -> None:
     lists = (["key", "list"], ["-c", "/x", "key", "list", "--json"], ["key", "list", "-h"], ["key", "accept"],
              ["-c", "key", "list"])
     assert [key_list_json(argv) for argv in lists] == [False, True, None, None, None]
+
+
+@pytest.mark.timeout(10)
+def test_a_reply_json_cannot_hold_is_sent_as_an_internal_error() -> None:
+    body = stream_frame(ControlReply(4, result={(1, 2): 1}))
+    reply = json.loads(body[4:])
+    assert int.from_bytes(body[:4], "big") == len(body) - 4
+    assert (reply["id"], reply["ok"], reply["code"]) == (4, False, "internal")
+    assert json.loads(stream_frame(ControlReply(5, result={"x": math.inf}))[4:])["result"] == {"x": math.inf}

@@ -21,6 +21,9 @@ is over, so a client that forgets cannot make the bus grow job by job.
 Events are queued per stream and sent in one reply per turn of the event loop,
 or as soon as MAX_BATCH have queued up, so a burst never gathers in memory.
 
+The dispatch itself (operation, typed args, error codes) is dispatch.py's, shared with the control
+stream socket (stream.py), the same service for clients that only have the stdlib.
+
 A request larger than MAX_CONTROL_FRAME, or one that violates its schema, is refused
 with a logged reason and, when its id can be read, an error reply, so that its client
 learns why at once instead of waiting out its timeout.

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..events.bus import Event
+from ..service.errors import InternalError
 from .dispatch import answer, refusal
 from .endpoints import MAX_CONTROL_FRAME
 from .messages import ControlReply, ControlRequest
@@ -50,8 +51,19 @@ MAX_BUFFERED = 16 * 1024 * 1024  # unsent bytes for one connection past which it
 
 
 def frame(reply: ControlReply) -> bytes:
-    """``reply`` as one frame: its length, then its JSON (NaN and infinities as Python's json writes them)."""
-    body = json.dumps(msgspec.to_builtins(reply), separators=(",", ":"), ensure_ascii=False).encode()
+    """``reply`` as one frame: its length, then its JSON (NaN and infinities as Python's json writes them).
+
+    What JSON cannot hold (a result msgpack carries but JSON does not, such as a map keyed by lists)
+    makes the reply an internal error naming why, so the client is not left waiting for it.
+    """
+    try:
+        body = json.dumps(msgspec.to_builtins(reply, str_keys=True), separators=(",", ":"),
+                          ensure_ascii=False).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        log.warning("control stream: reply to request %d cannot be sent as JSON: %s", reply.id, exc)
+        failed = ControlReply(reply.id, ok=False, error=f"internal error: the reply cannot be sent as JSON ({exc})",
+                              code=InternalError.code)
+        body = json.dumps(msgspec.to_builtins(failed)).encode()
     return len(body).to_bytes(HEADER, "big") + body
 
 
