@@ -11,7 +11,9 @@ venv was made from (sys.base_prefix: no site-packages, no editable-install finde
 the same rounds; beside it ``.venv/bin/python -c pass``, which pays for the venv's site-packages
 (the editable install's finder is imported at every start) as every ``saltmarsh`` command does,
 and the same interpreter importing only the libraries a command that talks to the master cannot
-do without (argparse, msgspec, pyzmq): the floor under ``key list`` and ``run``.
+do without (argparse, msgspec, pyzmq): the floor under the full CLI's commands. ``run hv1 test.ping``
+and ``key list`` go under it by the CLI's fast path (master/cli/fast.py: the stdlib, over the
+control stream socket).
 
 Bytecode is measured both ways, because it changes the answer:
 
@@ -107,7 +109,7 @@ def commands(cluster: Cluster) -> list[Command]:
     return [
         Command(REFERENCE, [base_python(), "-c", "pass"], ""),
         Command(".venv/bin/python -c pass", [sys.executable, "-c", "pass"], ""),
-        # The floor under any command that talks to the master: the libraries it cannot do without.
+        # The floor under a command of the full CLI that talks to the master: the libraries it cannot do without.
         Command(f".venv/bin/python -c '{DEPENDENCIES}'", [sys.executable, "-c", DEPENDENCIES], ""),
         Command("saltmarsh --help", [str(BIN / "saltmarsh"), "--help"], "usage: saltmarsh"),
         Command("saltmarsh key list", [*cli, "key", "list"], "hv1"),

@@ -13,6 +13,7 @@ from saltmarsh.protocol.bounds import DEFAULT_CONFIG_DIR as DEFAULT_CONFIG_DIR_N
 from saltmarsh.protocol.configfile import LogLevel, Port, PositiveSeconds, load_yaml_config, resolve_dir
 from saltmarsh.protocol.limits import Limits
 
+from .control.endpoints import CONTROL_SOCKET, DEFAULT_ROOT_DIR, STREAM_SOCKET, control_dir
 from .hosts.profile import HostFile, HostProfiles
 from .http.settings import HttpFile, HttpSettings, parse_http
 
@@ -53,7 +54,7 @@ class MasterFile(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_onl
     interface: str = "0.0.0.0"
     publish_port: Port = 4605
     request_port: Port = 4606
-    root_dir: str = "/var/lib/saltmarsh/master"
+    root_dir: str = DEFAULT_ROOT_DIR
     auto_accept: bool = False
     keep_jobs_hours: PositiveSeconds = 24.0
     log_level: LogLevel = "info"
@@ -104,12 +105,17 @@ class MasterConfig:
     @property
     def control_dir(self) -> Path:
         """Directory of the control socket (mode 0700: its permissions are the access control)."""
-        return self.root_dir / "control"
+        return control_dir(self.root_dir)
 
     @property
     def control_socket(self) -> Path:
         """Path of the control socket."""
-        return self.control_dir / "master.sock"
+        return self.control_dir / CONTROL_SOCKET
+
+    @property
+    def stream_socket(self) -> Path:
+        """Path of the control stream socket (length-prefixed JSON; master/control/stream.py)."""
+        return self.control_dir / STREAM_SOCKET
 
     @property
     def key_path(self) -> Path:

@@ -37,6 +37,7 @@ from .cloud.migration import Migrations
 from .cloud.placement import Placement
 from .config import MasterConfig
 from .control.server import ControlServer
+from .control.stream import StreamServer
 from .events.bus import EventBus
 from .hosts.setup import HostSetup
 from .http.tokens import ApiTokens
@@ -102,6 +103,7 @@ class Master:
         for state in ("rejected", "deleted"):
             self.bus.subscribe(f"saltmarsh/key/*/{state}", self.certificates.on_key_revoked)
         self.control = ControlServer(self._zmq, self)
+        self.stream = StreamServer(self)  # the same service for stdlib-only clients (the CLI's fast path)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Bind, serve until ``stop`` is set, then close everything."""
@@ -109,6 +111,7 @@ class Master:
         self.publisher.bind(cfg.interface, cfg.publish_port)
         self.channel.bind(cfg.interface, cfg.request_port)
         self.control.bind()
+        await self.stream.start()
         api = None
         if cfg.http is not None:
             from .http.server import start_api  # tornado is loaded only when the API is on
@@ -156,6 +159,7 @@ class Master:
 
     def close(self) -> None:
         """Close sockets and the job cache."""
+        self.stream.close()
         self.control.close()
         self.channel.close()
         self.publisher.close()

@@ -7,6 +7,13 @@ take the same constants, so each is written once.
 
 # The longest wait a job or a query carries (Interval): a larger one is refused.
 MAX_INTERVAL = 1e9
+# What the CLI waits past a job's timeout for the agents' TimedOut returns: the agent counts
+# the deadline from when it received the job, and its return needs a moment to come back.
+RETURN_GRACE_SECONDS = 1.0
+# The error type of a return whose agent gave up at the job's deadline (protocol/jobcontrol.py).
+TIMED_OUT = "TimedOut"
+# A job's deadline on each agent when none is given (``saltmarsh run`` without --timeout).
+DEFAULT_RUN_TIMEOUT = 10.0
 # Where master.yaml and agent.yaml are read from without -c (both daemons and the CLI).
 DEFAULT_CONFIG_DIR = "/etc/saltmarsh"
 # A batch (``run -b``): the most agents at once a count may name, and the longest pause after each.

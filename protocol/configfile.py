@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import msgspec
 import msgspec.inspect
 
+# Written in configtext (stdlib-only, for the CLI's fast path); read and resolved the same here.
+from .configtext import read_simple_yaml as read_simple_yaml
+from .configtext import resolve_dir as resolve_dir
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -91,55 +93,6 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: a value cannot be read: {_one_line(exc)}") from exc
 
 
-# The flat files most configs are (``key: value`` lines, as yaml.safe_dump writes them), read
-# without PyYAML. A value is taken only where YAML 1.1 (PyYAML's safe loader) reads it the same:
-# a decimal integer without a leading zero (017 is octal there), a decimal with digits on both
-# sides of its point, true or false in lower case, a word that starts with a letter or "/" and is
-# none of YAML's null and boolean words (yes, off, …), digits in three or more dotted groups (an
-# address: neither a number nor a date there), or a single-quoted string without a quote in it.
-# Anything else (nesting, lists, comments after a value, flow style, anchors, other spellings)
-# leaves the whole file to PyYAML.
-_SIMPLE_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*): (.+)")
-_SIMPLE_INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
-_SIMPLE_FLOAT = re.compile(r"-?[0-9]+\.[0-9]+")
-_SIMPLE_WORD = re.compile(r"[A-Za-z/][A-Za-z0-9_./-]*")
-_SIMPLE_DOTTED = re.compile(r"[0-9]+(?:\.[0-9]+){2,}")
-_SIMPLE_QUOTED = re.compile(r"'([^']*)'")
-_YAML_WORDS = frozenset(("null", "true", "false", "yes", "no", "on", "off", "y", "n"))
-
-
-def read_simple_yaml(text: str) -> dict[str, Any] | None:
-    """``text`` as PyYAML's safe loader reads it, if it is a flat file of simple ``key: value`` lines; else None."""
-    document: dict[str, Any] = {}
-    for raw in text.splitlines():
-        line = raw.rstrip(" ")
-        if not line or line.startswith("#"):
-            continue
-        match = _SIMPLE_LINE.fullmatch(line)
-        value = _simple_value(match.group(2)) if match else None
-        if match is None or value is None:
-            return None
-        document[match.group(1)] = value[0]
-    return document
-
-
-def _simple_value(text: str) -> tuple[Any] | None:
-    """(the value,) of a simple scalar, or None if it is not one of the simple forms."""
-    if _SIMPLE_INT.fullmatch(text):
-        try:
-            return (int(text),)
-        except ValueError:  # past Python's digit limit: PyYAML fails on it too, and says so in our words
-            return None
-    if _SIMPLE_FLOAT.fullmatch(text):
-        return (float(text),)
-    if text in ("true", "false"):
-        return (text == "true",)
-    if (_SIMPLE_WORD.fullmatch(text) and text.lower() not in _YAML_WORDS) or _SIMPLE_DOTTED.fullmatch(text):
-        return (text,)
-    quoted = _SIMPLE_QUOTED.fullmatch(text)
-    return (quoted.group(1),) if quoted else None
-
-
 def _one_line(exc: Exception) -> str:
     """PyYAML's messages span lines (problem, context, a caret under the column); start-up errors are one."""
     import yaml
@@ -163,12 +116,6 @@ def _check_numbers(path: Path, value: Any, where: str) -> None:
         raise ConfigError(f"{path}: `{where}`: integer out of range (at most {INT_MAX})")
     elif isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{path}: `{where}`: must be a finite number")
-
-
-def resolve_dir(config_dir: Path, value: str) -> Path:
-    """A relative directory in a config file is relative to the config directory."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else (config_dir / path).resolve()
 
 
 Port = Annotated[int, msgspec.Meta(gt=0, lt=65536)]

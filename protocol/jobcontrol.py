@@ -17,14 +17,10 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from .bounds import RETURN_GRACE_SECONDS, TIMED_OUT
 from .messages import FunctionName, Jid, Seconds
 
-TIMED_OUT = "TimedOut"
 KILLED = "Killed"
-
-# What the CLI waits past a job's timeout for the agents' TimedOut returns: the agent counts
-# the deadline from when it received the job, and its return needs a moment to come back.
-RETURN_GRACE_SECONDS = 1.0
 
 # Where a job is in its agent: waiting for a worker of its lane, running in one, or given up
 # on (timed out or killed) while its thread is still inside the call.

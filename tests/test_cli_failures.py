@@ -30,8 +30,9 @@ import pytest
 import yaml
 import zmq
 
-from saltmarsh.master.cli import build_parser, main
+from saltmarsh.master.cli import main
 from saltmarsh.master.cli.arguments import labels as label_type
+from saltmarsh.master.cli.full import build_parser
 from saltmarsh.master.control.client import MasterClient
 from saltmarsh.master.control.messages import MAX_CONTROL_FRAME
 from saltmarsh.master.errors import CommandError

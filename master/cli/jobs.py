@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -16,19 +15,14 @@ from saltmarsh.protocol.bounds import MAX_BATCH_COUNT, MAX_BATCH_PAUSE
 
 from .arguments import integer, seconds, target_arguments
 from .connect import connect, given
-from .output import block, clean, fail, parse_value, print_json
+from .jobview import MISSING_KEY, error_line, print_finished, report_at_once, split_arguments
+from .output import block, clean, fail, print_json
 from .table import HELP
 
 if TYPE_CHECKING:
     from saltmarsh.protocol.messages import Target
 
     from ..service.types.jobs import JobOutcome
-
-KWARG = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
-# The key under which ``run --json`` lists the agents that did not answer. Agent ids start
-# with a letter or digit (pki/ids.py), so it can never be an agent's own key.
-MISSING_KEY = "_missing"
-
 
 def register(sub: Any) -> None:
     """Add ``run`` and ``job``."""
@@ -90,19 +84,6 @@ def register_job(sub: Any) -> None:
     kill.set_defaults(handler=job_kill)
 
 
-def split_arguments(words: list[str]) -> tuple[list[Any], dict[str, Any]]:
-    """Split command-line words into positional args and key=value kwargs, YAML-typed."""
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
-    for word in words:
-        match = KWARG.match(word)
-        if match:
-            kwargs[match.group(1)] = parse_value(match.group(2))
-        else:
-            args.append(parse_value(word))
-    return args, kwargs
-
-
 def batch_size(text: str) -> dict[str, Any]:
     """An argument type: ``N`` (a count of agents) or ``P%`` (a percentage of them), as run.batch takes it."""
     if not text.endswith("%"):
@@ -151,19 +132,19 @@ def run_job(args: argparse.Namespace) -> int:
             outcome = client.run_batch(target, args.function, fun_args, fun_kwargs, args.timeout,
                                        batch=BatchSize(**args.batch), pause=args.batch_wait,
                                        fail_fast=args.fail_fast, on_started=_report_batch_start)
-            return _print_finished(outcome, args.json)
+            return print_finished(outcome, args.json)
         if args.run_async:
             return _print_submitted(client.submit(target, args.function, fun_args, fun_kwargs, args.timeout),
                                     args.json)
-        outcome = client.run(target, args.function, fun_args, fun_kwargs, args.timeout, on_started=_report_at_once)
-    return _print_finished(outcome, args.json)
+        outcome = client.run(target, args.function, fun_args, fun_kwargs, args.timeout, on_started=report_at_once)
+    return print_finished(outcome, args.json)
 
 
 def job_wait(args: argparse.Namespace) -> int:
     """Wait for a job's returns and print them, and exit, as ``run`` would have."""
     with connect(args.config_dir) as client:
-        outcome = client.wait(args.jid, args.timeout, on_started=_report_at_once)
-    return _print_finished(outcome, args.json)
+        outcome = client.wait(args.jid, args.timeout, on_started=report_at_once)
+    return print_finished(outcome, args.json)
 
 
 def _print_submitted(outcome: JobOutcome, as_json: bool) -> int:
@@ -174,77 +155,15 @@ def _print_submitted(outcome: JobOutcome, as_json: bool) -> int:
     else:
         print(outcome.jid)
         sys.stdout.flush()
-        _report_at_once(outcome)
+        report_at_once(outcome)
     return 0
-
-
-def _print_finished(outcome: JobOutcome, as_json: bool) -> int:
-    if as_json:
-        print_json(json_outcome(outcome))
-    else:
-        _print_outcome(outcome)
-    sys.stdout.flush()  # the returns come before the lines that sum them up
-    _report_at_end(outcome)
-    failed = any(not ret["success"] for ret in outcome.answered.values())
-    return 0 if outcome.complete and not failed else 1
-
-
-def json_outcome(outcome: JobOutcome) -> dict[str, Any]:
-    """``{agent: result}`` (``{"error": ...}`` for a failed agent), plus MISSING_KEY if any did not answer."""
-    shown: dict[str, Any] = {agent: _result_of(ret) for agent, ret in sorted(outcome.answered.items())}
-    if outcome.missing:
-        shown[MISSING_KEY] = dict(sorted(outcome.missing.items()))
-    return shown
 
 
 def _report_batch_start(outcome: JobOutcome, size: int) -> None:
     """Say how the batch will roll, then name the agents it will not start."""
     awaited = len(outcome.expected) - len(outcome.offline)
     print(f"batch {outcome.jid}: {awaited} agent{'' if awaited == 1 else 's'}, {size} at a time", file=sys.stderr)
-    _report_at_once(outcome)
-
-
-def _report_at_once(outcome: JobOutcome) -> None:
-    """Name the agents the job will not reach before waiting for the others."""
-    for agent, why in sorted(outcome.unknown.items()):
-        print(f"{clean(agent)}: not sent job {outcome.jid}: {clean(why)}", file=sys.stderr)
-    for agent, why in sorted(outcome.offline.items()):
-        print(f"{clean(agent)}: did not answer job {outcome.jid}: {clean(why)}", file=sys.stderr)
-    sys.stderr.flush()
-
-
-def _report_at_end(outcome: JobOutcome) -> None:
-    if outcome.lost:
-        fail(f"{outcome.lost} while job {outcome.jid} ran ({len(outcome.returns)} of {len(outcome.expected)} "
-             f"agents had answered); the agents keep their returns, and once the master is back "
-             f"`saltmarsh job show {outcome.jid}` holds them")
-        return
-    for agent, why in sorted({**outcome.silent, **outcome.timed_out}.items()):
-        if agent not in outcome.offline:  # those were named when the job went out
-            print(f"{clean(agent)}: did not answer job {outcome.jid}: {clean(why)}", file=sys.stderr)
-    for agent, why in sorted(outcome.not_started.items()):
-        print(f"{clean(agent)}: not started (batch {outcome.jid}): {clean(why)}", file=sys.stderr)
-    answered = outcome.answered
-    failed = sorted(agent for agent, ret in answered.items() if not ret["success"])
-    if failed:
-        fail(f"job {outcome.jid} failed on {len(failed)} of {len(answered)} agents that answered: "
-             f"{', '.join(failed)}")
-
-
-def _result_of(ret: dict[str, Any]) -> Any:
-    return ret["result"] if ret["success"] else {"error": ret.get("error")}
-
-
-def _error_line(ret: dict[str, Any]) -> str:
-    error = ret.get("error")
-    error = error if isinstance(error, dict) else {}
-    return f"    ERROR {clean(error.get('type', '?'))}: {clean(error.get('message', ''))}"
-
-
-def _print_outcome(outcome: JobOutcome) -> None:
-    for agent, ret in sorted(outcome.answered.items()):
-        print(f"{clean(agent)}:")
-        print(block(ret["result"]) if ret["success"] else _error_line(ret))
+    report_at_once(outcome)
 
 
 def job_list(args: argparse.Namespace) -> int:
@@ -281,7 +200,7 @@ def job_show(args: argparse.Namespace) -> int:
     print(f"args: {clean(job['args'])}  kwargs: {clean(job['kwargs'])}")
     for agent, ret in sorted(job["returns"].items()):
         print(f"{clean(agent)}:")
-        print(block(ret["result"]) if ret["success"] else _error_line(ret))
+        print(block(ret["result"]) if ret["success"] else error_line(ret))
     for agent, why in sorted(job["silent"].items()):
         print(f"{clean(agent)}: no return: {clean(why)}")
     return 0

@@ -9,6 +9,7 @@ from saltmarsh.protocol.bounds import MAX_TOKEN_TTL
 
 from .arguments import seconds
 from .connect import connect, given
+from .jobview import print_keys
 from .output import clean, fail, print_json
 from .table import HELP
 
@@ -46,14 +47,7 @@ def key_list(args: argparse.Namespace) -> int:
 
     with connect(args.config_dir) as client:
         keys = client.request(KeyListRequest())
-    if args.json:
-        print_json(keys)
-        return 0
-    for state in ("accepted", "pending", "rejected"):
-        print(f"{state.capitalize()} keys:")
-        for agent_id in keys[state]:
-            print(f"  {clean(agent_id)}")
-    return 0
+    return print_keys(keys, args.json)
 
 
 def key_accept(args: argparse.Namespace) -> int:

@@ -13,7 +13,11 @@ from __future__ import annotations
 import math
 import re
 import sys
-from typing import Any
+
+# typing costs every CLI start some 2 ms and only the type checker needs it (it reads this name as True).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 

@@ -48,12 +48,12 @@ from ..service.types.jobs import (
     RunRequest,
     WaitRequest,
 )
+from .endpoints import DEFAULT_REPLY_TIMEOUT as DEFAULT_REPLY_TIMEOUT
+from .endpoints import MASTER_GONE
 from .messages import END_STREAM, MAX_CONTROL_FRAME, ControlReply, ControlRequest, Event
 
-DEFAULT_REPLY_TIMEOUT = 10.0
 # zmq_poll takes its timeout as a C int of milliseconds: a longer wait is polled in slices.
 MAX_POLL_MS = 3_600_000
-MASTER_GONE = "the master closed the control connection (it stopped or crashed)"
 
 
 def check_socket(path: Path) -> None:

@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import msgspec
 
-MAX_CONTROL_FRAME = 1024 * 1024
+from .endpoints import MAX_CONTROL_FRAME as MAX_CONTROL_FRAME
+
 # libzmq drops a frame over its MAXMSGSIZE unread, with the connection, so nobody learns why;
 # it is set this far above our own limit so that the master reads, logs and answers a request
 # that is only too large, and the transport still drops a flood before Python allocates it.

@@ -21,6 +21,9 @@ is over, so a client that forgets cannot make the bus grow job by job.
 Events are queued per stream and sent in one reply per turn of the event loop,
 or as soon as MAX_BATCH have queued up, so a burst never gathers in memory.
 
+The dispatch itself (operation, typed args, error codes) is dispatch.py's, shared with the control
+stream socket (stream.py), the same service for clients that only have the stdlib.
+
 A request larger than MAX_CONTROL_FRAME, or one that violates its schema, is refused
 with a logged reason and, when its id can be read, an error reply, so that its client
 learns why at once instead of waiting out its timeout.
@@ -34,28 +37,18 @@ import logging
 import os
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import msgspec
 import zmq
 import zmq.asyncio
 
 from saltmarsh.protocol.codec import decode, encode
 from saltmarsh.protocol.errors import MalformedFrame
 
-from ..errors import CommandError, MasterError
 from ..events.bus import Event
-from ..service.errors import InternalError, Invalid, Refused
-from ..service.registry import OPERATIONS, ServiceContext, load_all
-from .messages import (
-    CONTROL_TRANSPORT_MAX,
-    END_STREAM,
-    MAX_CONTROL_FRAME,
-    ControlReply,
-    ControlRequest,
-    RequestId,
-    StreamEnd,
-)
+from ..service.registry import load_all
+from .dispatch import answer, refusal
+from .messages import CONTROL_TRANSPORT_MAX, MAX_CONTROL_FRAME, ControlReply, ControlRequest, RequestId
 
 if TYPE_CHECKING:
     from ..server import Master
@@ -63,7 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 StreamKey = tuple[bytes, int]
-A = TypeVar("A")
 
 MAX_BATCH = 1000
 PROBE_SECONDS = 5.0
@@ -147,34 +139,14 @@ class ControlServer:
             request_id = decode(frame, RequestId, "control request id").id
         except MalformedFrame:
             return  # no id to answer to: the log line is all there is
-        reply = ControlReply(request_id, ok=False, error=f"refused: {reason}", code=Refused.code)
-        self._send_nowait(client, encode(reply), 0)
+        self._send_nowait(client, encode(refusal(request_id, reason)), 0)
 
     async def _answer(self, client: bytes, request: ControlRequest) -> None:
-        """Decode the request into its service type, call the service, and map what comes back once."""
+        """Answer one request through the shared dispatch (dispatch.py), its stream keyed by this client."""
         key = (client, request.id)
-        try:
-            result = await self._call(key, request)
-        except MasterError as exc:  # a refusal: its kind travels as its code
-            code = exc.code if isinstance(exc, CommandError) else Refused.code
-            await self._send(client, ControlReply(request.id, ok=False, error=str(exc), code=code))
-            return
-        except Exception as exc:
-            log.exception("control command %s failed", request.cmd)
-            await self._send(client, ControlReply(request.id, ok=False, error=f"internal error: {exc}",
-                                                  code=InternalError.code))
-            return
-        await self._send(client, ControlReply(request.id, result=result))
-
-    async def _call(self, key: StreamKey, request: ControlRequest) -> Any:
-        if request.cmd == END_STREAM:  # the socket's own: a stream is this front end's, not the service's
-            self._end_stream((key[0], decode_args(request.args, StreamEnd).id))
-            return None
-        op = OPERATIONS.get(request.cmd)
-        if op is None:
-            raise Invalid(f"unknown command {request.cmd!r}")
-        ctx = ServiceContext(self._master, lambda pattern, seconds: self._subscribe(key, pattern, seconds))
-        return await op.run(ctx, decode_args(request.args, op.request))
+        reply = await answer(self._master, request, lambda pattern, seconds: self._subscribe(key, pattern, seconds),
+                             lambda request_id: self._end_stream((client, request_id)))
+        await self._send(client, reply)
 
     def _subscribe(self, key: StreamKey, pattern: str, seconds: float | None) -> None:
         handle = self._master.bus.subscribe(pattern, lambda event: self._queue(key, event))
@@ -257,10 +229,3 @@ class ControlServer:
                 raise
             self._end_client(client)
 
-
-def decode_args(args: dict[str, Any], kind: type[A]) -> A:
-    """A request's args as the typed request ``kind``; Invalid (with msgspec's reason) if they do not fit."""
-    try:
-        return msgspec.convert(args, type=kind)
-    except msgspec.ValidationError as exc:
-        raise Invalid(f"bad arguments: {exc}") from exc

@@ -9,14 +9,14 @@ from typing import Annotated, Any, ClassVar
 
 import msgspec
 
+from saltmarsh.protocol.bounds import DEFAULT_RUN_TIMEOUT as DEFAULT_RUN_TIMEOUT
 from saltmarsh.protocol.bounds import MAX_BATCH_COUNT, MAX_BATCH_PAUSE
-from saltmarsh.protocol.jobcontrol import TIMED_OUT, KillReport, RunningJob
+from saltmarsh.protocol.jobcontrol import KillReport, RunningJob
 from saltmarsh.protocol.messages import Interval, Jid, Target
 
+from ..outcome import OutcomeRules
 from . import QUERY_TIMEOUT, Request
 
-# A job's deadline on each agent when none is given (``saltmarsh run`` without --timeout).
-DEFAULT_RUN_TIMEOUT = 10.0
 MAX_LIST = 100_000  # jobs one job.list returns at most
 
 
@@ -128,13 +128,7 @@ class JobStarted(msgspec.Struct, frozen=True):
     wait: float = 0.0
 
 
-def error_type(ret: dict[str, Any]) -> str:
-    """The error type of a failed return ("" for a success)."""
-    error = ret.get("error")
-    return str(error.get("type", "")) if not ret.get("success") and isinstance(error, dict) else ""
-
-
-class JobOutcome(msgspec.Struct, kw_only=True):
+class JobOutcome(msgspec.Struct, OutcomeRules, kw_only=True):
     """What came of a job: returns by agent, and why each agent that did not answer did not.
 
     The rules of a job's completion, the same for every front end: ``offline`` holds the expected
@@ -143,7 +137,7 @@ class JobOutcome(msgspec.Struct, kw_only=True):
     every expected agent without a return at the end, ``not_started`` a batch's agents it never
     started, and ``lost`` why the wait was cut short if the master went away meanwhile. An agent
     whose return says it gave up at the job's deadline (TimedOut) did not answer either: it is in
-    ``timed_out`` (and ``missing``), not in ``answered``.
+    ``timed_out`` (and ``missing``), not in ``answered``. The rules are OutcomeRules' (master/service/outcome.py).
     """
 
     jid: str
@@ -160,43 +154,6 @@ class JobOutcome(msgspec.Struct, kw_only=True):
         """An outcome with nothing gathered yet but what the master's reply holds."""
         return cls(jid=started.jid, expected=list(started.expected), returns=dict(started.returns),
                    offline=dict(started.offline), unknown=dict(started.unknown))
-
-    @property
-    def awaited(self) -> set[str]:
-        """The agents worth waiting for: expected and not known to be down."""
-        return set(self.expected) - set(self.offline)
-
-    @property
-    def waiting(self) -> bool:
-        """True while an awaited agent has not answered (nor given up)."""
-        return not self.awaited <= set(self.returns)
-
-    @property
-    def timed_out(self) -> dict[str, str]:
-        """Agents that gave up on the job at its deadline, with what each said."""
-        return {agent: f"timed out on the agent: {ret['error']['message']}"
-                for agent, ret in self.returns.items() if error_type(ret) == TIMED_OUT}
-
-    @property
-    def answered(self) -> dict[str, dict[str, Any]]:
-        """The returns of the agents that answered (with a result, or an error other than TimedOut)."""
-        return {agent: ret for agent, ret in self.returns.items() if error_type(ret) != TIMED_OUT}
-
-    @property
-    def unanswered(self) -> list[str]:
-        """Expected agents without a return."""
-        return [agent for agent in self.expected if agent not in self.returns]
-
-    @property
-    def missing(self) -> dict[str, str]:
-        """Every agent the job named that did not answer, with the reason."""
-        return {**self.unknown, **self.silent, **self.timed_out,
-                **{agent: f"not started: {why}" for agent, why in self.not_started.items()}}
-
-    @property
-    def complete(self) -> bool:
-        """True if every agent the job named answered."""
-        return not self.lost and not self.missing and set(self.expected) <= set(self.returns)
 
     def batch_event(self, tag: str, data: Any) -> bool:
         """Fold one of a batch's events (``saltmarsh/batch/<batch>/…``, protocol/tags.py) in; True at ``done``."""
@@ -222,11 +179,6 @@ class JobOutcome(msgspec.Struct, kw_only=True):
         unanswered = [agent for agent in self.unanswered if agent not in self.missing]
         reason = "the master went away before it answered" if self.lost else "the batch ended without it"
         self.silent.update({agent: reason for agent in unanswered})
-
-    def master_gone(self, reason: str) -> None:
-        """The master went away under the wait: every agent still without a return is silent for that."""
-        self.lost = reason
-        self.silent = {agent: "the master went away before it answered" for agent in self.unanswered}
 
 
 class RunningReply(msgspec.Struct, frozen=True):
