@@ -140,15 +140,21 @@ class Agent:
     async def _restart_once_idle(self) -> None:
         await self._restart_asked.wait()
         log.info("agent restarts %s, once no job is running", self._restart_reason)
-        # Abandoned jobs (threads stuck past their deadline) never end: they do not hold the restart up.
-        while any(job.state != "abandoned" for job in self.jobs.running()):
-            await asyncio.sleep(IDLE_POLL_SECONDS)
-        # Their returns are in the spool and would be sent after the restart; sent first, the caller
-        # has them at once. A master that is away does not hold the restart up for long.
         waited = 0.0
-        while not self.returns.idle() and waited < RETURNS_WAIT_SECONDS:
+        while not self._idle(waited):
             await asyncio.sleep(IDLE_POLL_SECONDS)
             waited += IDLE_POLL_SECONDS
+
+    def _idle(self, waited: float) -> bool:
+        """No job running (one that came in meanwhile is waited for too), and every return acknowledged.
+
+        Abandoned jobs (threads stuck past their deadline) never end: they do not hold the restart up.
+        Returns are in the spool and would be sent after the restart; sent first, the caller has them at
+        once; a master that is away holds the restart up for at most RETURNS_WAIT_SECONDS.
+        """
+        if any(job.state != "abandoned" for job in self.jobs.running()):
+            return False
+        return waited >= RETURNS_WAIT_SECONDS or self.returns.idle()
 
     async def close(self) -> None:
         """Close sockets, the worker pool and the spool."""

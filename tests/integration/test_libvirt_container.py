@@ -80,7 +80,7 @@ def test_a_fresh_host_ends_with_libvirtd_answering_and_a_second_run_changes_noth
     assert box.exec("systemctl", "is-active", "libvirtd.service").stdout.strip() == "active"
     # The agent's user got libvirt's group: the agent restarted by itself to take it up, and reaches
     # qemu:///system through libvirtd's socket as that user.
-    assert "libvirt" in outcome["agent_restart"], outcome
+    assert "libvirt" in outcome["agent_restart"] and outcome["agent_back_seconds"] is not None, outcome
     def journal() -> str:
         return box.exec("journalctl", "-u", "saltmarsh-agent", "--no-pager", "-o", "cat").stdout
 
