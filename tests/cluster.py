@@ -280,6 +280,10 @@ class EventRecorder:
             return any(e.tag == probe for e in self.events)
         wait_until(seen, timeout=15, interval=0.2, what="the event subscription to be live")
 
+    def recording(self) -> bool:
+        """Whether it still records (it ends after its idle timeout, or when the master stops)."""
+        return self._thread.is_alive()
+
     def tags(self) -> list[str]:
         """Tags recorded so far."""
         return [e.tag for e in self.events]

@@ -113,7 +113,9 @@ def test_copy_storage_all_with_postcopy_listening_on_the_target_address_only(
     cluster.cli_json("virt", "init", vm, "1", "128", str(data_image), "--host", "hva", "--timeout", "120")
     source_disk = _disk_of(env, "hva", vm)
     assert not source_disk.startswith(str(IMAGES_DIR)) and not _on_hv_b(source_disk, env).exists()
-    recorder = EventRecorder(cluster, "saltmarsh/virt/", idle_timeout=15)
+    # Recording must outlast the quiet spells of a slow migration (the disk copy at 1 MiB/s, a loaded CI
+    # host): once 15 s passed without an event, the postcopy event came to nobody.
+    recorder = EventRecorder(cluster, "saltmarsh/virt/", idle_timeout=45)
     recorder.ready("hvb", f"saltmarsh/virt/hvb/domain/{vm}/probe")
 
     with unprivileged_userfaultfd(), QemuListeners() as listeners:
@@ -134,7 +136,11 @@ def test_copy_storage_all_with_postcopy_listening_on_the_target_address_only(
     def suspended_for_postcopy() -> bool:
         return any(e.tag == f"saltmarsh/virt/hva/domain/{vm}/suspended" and e.data.get("detail") == "postcopy"
                    for e in recorder.events)
-    wait_until(suspended_for_postcopy, what="the source's suspended/postcopy event")
+    try:
+        wait_until(suspended_for_postcopy, what="the source's suspended/postcopy event")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; recording {'on' if recorder.recording() else 'ended'}, hva's events: "
+                             f"{[t for t in recorder.tags() if '/hva/' in t][-20:]}") from exc
     recorder.close()
     wait_until(lambda: cluster.cli_json("virt", "list").get("hvb", {}).get(vm) == "running",
                what="the inventory to name hvb")
