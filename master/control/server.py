@@ -19,7 +19,7 @@ of ``run`` and ``virt.migrate`` also end by themselves once the caller's wait
 is over, so a client that forgets cannot make the bus grow job by job.
 
 Events are queued per stream and sent in one reply per turn of the event loop,
-or as soon as MAX_BATCH have queued up, so a burst never gathers in memory.
+or as soon as MAX_BATCH have queued up (batching.py), so a burst never gathers in memory.
 
 The dispatch itself (operation, typed args, error codes) is dispatch.py's, shared with the control
 stream socket (stream.py), the same service for clients that only have the stdlib.
@@ -47,6 +47,7 @@ from saltmarsh.protocol.errors import MalformedFrame
 
 from ..events.bus import Event
 from ..service.registry import load_all
+from .batching import EventBatches
 from .dispatch import answer, refusal
 from .messages import CONTROL_TRANSPORT_MAX, MAX_CONTROL_FRAME, ControlReply, ControlRequest, RequestId
 
@@ -57,7 +58,6 @@ log = logging.getLogger(__name__)
 
 StreamKey = tuple[bytes, int]
 
-MAX_BATCH = 1000
 PROBE_SECONDS = 5.0
 KEEPALIVE = encode(ControlReply(0))
 
@@ -74,10 +74,9 @@ class ControlServer:
         self._socket.setsockopt(zmq.SNDHWM, 100_000)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._streams: dict[StreamKey, list[int]] = defaultdict(list)
-        self._pending: dict[StreamKey, list[Event]] = {}
+        self._batches: EventBatches[StreamKey] = EventBatches(self._send_events)
         self._last_sent: dict[bytes, float] = {}
         self._answering: set[asyncio.Task[None]] = set()
-        self._flush_scheduled = False
         self.dropped = 0
 
     def bind(self) -> None:
@@ -149,7 +148,7 @@ class ControlServer:
         await self._send(client, reply)
 
     def _subscribe(self, key: StreamKey, pattern: str, seconds: float | None) -> None:
-        handle = self._master.bus.subscribe(pattern, lambda event: self._queue(key, event))
+        handle = self._master.bus.subscribe(pattern, lambda event: self._batches.queue(key, event))
         self._streams[key].append(handle)
         self._last_sent.setdefault(key[0], time.monotonic())
         if seconds is not None:
@@ -159,25 +158,7 @@ class ControlServer:
         """Drop one stream's subscriptions and queued events (unknown or ended streams are ignored)."""
         for handle in self._streams.pop(key, []):
             self._master.bus.unsubscribe(handle)
-        self._pending.pop(key, None)
-
-    def _queue(self, key: StreamKey, event: Event) -> None:
-        events = self._pending.get(key)
-        if events is None:
-            events = self._pending[key] = []
-        events.append(event)
-        if len(events) >= MAX_BATCH:
-            del self._pending[key]
-            self._send_events(key, events)
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        pending, self._pending = self._pending, {}
-        for key, events in pending.items():
-            self._send_events(key, events)
+        self._batches.drop(key)
 
     def _send_events(self, key: StreamKey, events: list[Event]) -> None:
         client, request_id = key

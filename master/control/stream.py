@@ -36,6 +36,7 @@ import msgspec
 
 from ..events.bus import Event
 from ..service.errors import InternalError
+from .batching import EventBatches
 from .dispatch import answer, refusal
 from .endpoints import MAX_CONTROL_FRAME
 from .messages import ControlReply, ControlRequest
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HEADER = 4  # bytes of the big-endian length before each frame
-MAX_BATCH = 1000
 MAX_BUFFERED = 16 * 1024 * 1024  # unsent bytes for one connection past which its events are dropped
 
 
@@ -119,8 +119,7 @@ class _Connection:
         self._reader = reader
         self._writer = writer
         self._streams: dict[int, list[int]] = {}
-        self._pending: dict[int, list[Event]] = {}
-        self._flush_scheduled = False
+        self._batches: EventBatches[int] = EventBatches(self._send_events)
         self._answering: set[asyncio.Task[None]] = set()
         self._closed = False
 
@@ -172,7 +171,7 @@ class _Connection:
     def _subscribe(self, request_id: int, pattern: str, seconds: float | None) -> None:
         if self._closed:
             return
-        handle = self._bus.subscribe(pattern, lambda event: self._queue(request_id, event))
+        handle = self._bus.subscribe(pattern, lambda event: self._batches.queue(request_id, event))
         self._streams.setdefault(request_id, []).append(handle)
         if seconds is not None:
             asyncio.get_running_loop().call_later(seconds, self._end_stream, request_id)
@@ -181,23 +180,7 @@ class _Connection:
         """Drop one stream's subscriptions and queued events (unknown or ended streams are ignored)."""
         for handle in self._streams.pop(request_id, []):
             self._bus.unsubscribe(handle)
-        self._pending.pop(request_id, None)
-
-    def _queue(self, request_id: int, event: Event) -> None:
-        events = self._pending.setdefault(request_id, [])
-        events.append(event)
-        if len(events) >= MAX_BATCH:
-            del self._pending[request_id]
-            self._send_events(request_id, events)
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        pending, self._pending = self._pending, {}
-        for request_id, events in pending.items():
-            self._send_events(request_id, events)
+        self._batches.drop(request_id)
 
     def _send_events(self, request_id: int, events: list[Event]) -> None:
         if self._closed:
