@@ -163,10 +163,14 @@ async def subscribe(port: int, token: str, count: int, expected: int, timeout: f
             now = time.time()
             first = first or now
             last = now
-            events = json.loads(message).get("events", [])  # a message carries the events ready at once
-            got += len(events)
-            if events:  # the oldest of the batch: the latency sample
-                latencies.append(now - events[0]["ts"])
+            # A message carries the events ready at once: counted by their keys, and only the first
+            # (the oldest, the latency sample) parsed: parsing all of them cost these readers a third
+            # of a CPU at 100,000 events/s, which the master shares.
+            count = message.count(b'{"seq":')
+            got += count
+            if count:
+                first_event = message[len(b'{"events":['):message.find(b'},{"seq":') + 1 or -2]
+                latencies.append(now - json.loads(first_event)["ts"])
         return got
 
     try:
