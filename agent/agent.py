@@ -26,6 +26,7 @@ from .functions import FunctionContext, MasterAddress
 from .jobtable import JobTable
 from .lanes import JobLanes
 from .outbox import EventOutbox, ReturnOutbox
+from .regroup import RESTART_STATUS
 from .spool import Spool
 from .subscriber import JobSubscriber
 from .tls import LibvirtTls, admin_uri_for
@@ -42,6 +43,8 @@ DEFAULT_HEARTBEAT = 10.0
 HELLO_SPREAD_SECONDS = 0.5
 REACH_TRY_SECONDS = 3.0  # one try of reach_master: a master that is there answers a heartbeat in milliseconds
 REACH_PAUSE_SECONDS = 0.5
+IDLE_POLL_SECONDS = 0.2  # how often an agent due to restart looks whether its jobs have ended
+RETURNS_WAIT_SECONDS = 30.0  # how long it then waits for the master to acknowledge their returns
 
 
 class Agent:
@@ -70,9 +73,11 @@ class Agent:
         self._owns_lanes = job_lanes is None
         self._job_lanes = job_lanes or JobLanes(config.worker_threads)
         self._verified = verified or VerifiedFrames()
+        self._restart_asked = asyncio.Event()
+        self._restart_reason = ""
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Connect, authenticate and serve until ``stop`` is set."""
+    async def run(self, stop: asyncio.Event) -> int | None:
+        """Connect, authenticate and serve until ``stop`` is set, or until it must restart: then RESTART_STATUS."""
         cfg = self.config
         log.info("agent %s (key %s) connecting to %s", cfg.agent_id, self.identity.fingerprint, cfg.master)
         self.spool = Spool(cfg.spool_path, max_events=cfg.spool_max_events, max_returns=cfg.spool_max_returns)
@@ -93,7 +98,7 @@ class Agent:
         ctx = FunctionContext(cfg.agent_id, dict(cfg.labels), VERSION, self.events.fire_threadsafe,
                               self.libvirt, cfg.virt, images,
                               MasterAddress(cfg.master, cfg.publish_port, cfg.request_port), self.tls, self.jobs,
-                              cfg.setup_socket, self.reach_master)
+                              cfg.setup_socket, self.reach_master, self.restart_when_idle)
         self.executor = Executor(ctx, self.jobs, self._job_lanes, self.returns, self.spool,
                                  owns_lanes=self._owns_lanes)
         self.channel = RequestClient(
@@ -114,12 +119,42 @@ class Agent:
         ]
         if cfg.libvirt_tls:
             tasks.append(asyncio.create_task(self._tls_loop(), name="libvirt-tls"))
+        ended = asyncio.create_task(stop.wait(), name="stop")
+        restart = asyncio.create_task(self._restart_once_idle(), name="restart")
         try:
-            await stop.wait()
+            await asyncio.wait([ended, restart], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await cancel_and_wait(tasks)
+            await cancel_and_wait([*tasks, ended, restart])
             await self.close()
+        if self._restart_reason and not stop.is_set():
+            log.info("agent stopped: systemd starts it again (exit status %d)", RESTART_STATUS)
+            return RESTART_STATUS
         log.info("agent stopped")
+        return None
+
+    def restart_when_idle(self, reason: str) -> None:
+        """From any thread: restart (exit RESTART_STATUS, which the unit restarts) once no job is running."""
+        self._restart_reason = reason
+        self._loop.call_soon_threadsafe(self._restart_asked.set)
+
+    async def _restart_once_idle(self) -> None:
+        await self._restart_asked.wait()
+        log.info("agent restarts %s, once no job is running", self._restart_reason)
+        waited = 0.0
+        while not self._idle(waited):
+            await asyncio.sleep(IDLE_POLL_SECONDS)
+            waited += IDLE_POLL_SECONDS
+
+    def _idle(self, waited: float) -> bool:
+        """No job running (one that came in meanwhile is waited for too), and every return acknowledged.
+
+        Abandoned jobs (threads stuck past their deadline) never end: they do not hold the restart up.
+        Returns are in the spool and would be sent after the restart; sent first, the caller has them at
+        once; a master that is away holds the restart up for at most RETURNS_WAIT_SECONDS.
+        """
+        if any(job.state != "abandoned" for job in self.jobs.running()):
+            return False
+        return waited >= RETURNS_WAIT_SECONDS or self.returns.idle()
 
     async def close(self) -> None:
         """Close sockets, the worker pool and the spool."""

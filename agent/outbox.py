@@ -107,6 +107,13 @@ class ReturnOutbox:
                 log.warning("the master answered returns with %s, not an Ack; retrying", reply.KIND)
                 await asyncio.sleep(jittered(RETRY_SECONDS))
 
+    def idle(self) -> bool:
+        """Whether every return has been acknowledged (False, too, when the spool cannot be read)."""
+        try:
+            return not self._unspooled and not self._spool.returns(1)
+        except SpoolError:
+            return False
+
     def _batch(self) -> list[JobReturn]:
         try:
             spooled = self._spool.returns(RETURN_BATCH, RETURN_BATCH_BYTES)

@@ -57,6 +57,8 @@ class FunctionContext:
     # Blocks until a request to the master is answered (True) or ``seconds`` passed (False): the agent's word,
     # after a network change, that it is not stranded.
     reach_master: Callable[[float], bool]
+    # Asks the agent to restart once no job is running, for the reason given (agent/regroup.py).
+    restart_when_idle: Callable[[str], None]
     # The job as the master signed it: given to ``proven`` functions only, for the job they run.
     job_proof: JobProof | None = None
 

@@ -18,6 +18,7 @@ from saltmarsh.protocol.codec import to_builtins
 from saltmarsh.protocol.states import SetupRequest, StateResult, host_setup_tag
 
 from ..errors import FunctionError, StateError
+from ..regroup import missing_groups
 from ..states.client import run_via_helper
 from ..states.wire import HelperRequest
 from . import FunctionContext, function
@@ -43,7 +44,13 @@ def setup(ctx: FunctionContext, states: list[Any], dry_run: bool = False) -> dic
     done = run_via_helper(ctx.setup_socket, request, on_result, lambda _state, seconds: ctx.reach_master(seconds))
     if done.error:
         raise StateError(done.error)
-    return {"os_family": done.os_family, "dry_run": dry_run, "results": results}
+    restart = None
+    if not dry_run and (groups := missing_groups()):
+        # A group_member state gave this user a group (libvirt's): the agent has it from its next start.
+        restart = f"to take up the group(s) {', '.join(groups)} host setup gave its user"
+        ctx.restart_when_idle(restart)
+    return {"os_family": done.os_family, "dry_run": dry_run, "results": results,
+            **({"agent_restart": restart} if restart else {})}
 
 
 def master_ip(host: str) -> str:

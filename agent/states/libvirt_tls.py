@@ -52,9 +52,19 @@ class LibvirtTls(Kind[LibvirtTlsState]):
                 ensure_dir(path.parent)
                 write_atomic(path, _source(state, name), mode, 0, 0)
         # libvirtd takes its sockets from systemd only when it starts, and reads certificates only then.
-        self.system.run(["systemctl", "stop", "libvirtd.service"])
+        # Its other sockets are stopped with it: a client connecting meanwhile (the agent itself, once
+        # it is in libvirt's group) would start libvirtd again through them, and systemd refuses to
+        # start a socket whose service is already running.
+        sockets = self._active_sockets()
+        self.system.run(["systemctl", "stop", "libvirtd.service", *sockets])
         self.system.run(["systemctl", "enable", "--now", state.socket])
-        self.system.run(["systemctl", "start", "libvirtd.service"])
+        self.system.run(["systemctl", "start", *[s for s in sockets if s != state.socket], "libvirtd.service"])
+
+    def _active_sockets(self) -> list[str]:
+        """libvirtd's socket units now active (any of them starts it when a client connects)."""
+        listed = self.system.run(["systemctl", "list-units", "--plain", "--no-legend", "--state=active",
+                                  "libvirtd*.socket"], check=False)
+        return [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
 
     def _socket(self, state: LibvirtTlsState) -> str:
         enabled = self.system.run(["systemctl", "is-enabled", state.socket], check=False).stdout.strip() or ABSENT

@@ -37,6 +37,7 @@ class AgentState:
     up: bool = False
     up_since: float | None = None  # live only: nobody is up across a master restart
     address: str = ""  # where its last hello came from (live only), for the fleet view
+    last_hello: float = 0.0  # when it last authenticated (live only): a restarted agent says hello again
 
 
 def _when(ts: float) -> str:
@@ -73,6 +74,11 @@ class Presence:
         state = self._agents.get(agent_id)
         return state.routing_id if state else None
 
+    def hello_since(self, agent_id: str, since: float) -> bool:
+        """Whether ``agent_id`` has said hello (authenticated anew: it restarted, or its link did) after ``since``."""
+        state = self._agents.get(agent_id)
+        return state is not None and state.last_hello > since
+
     def is_up(self, agent_id: str) -> bool:
         """True if the agent is connected now."""
         state = self._agents.get(agent_id)
@@ -87,6 +93,7 @@ class Presence:
         """Record an authenticated hello: labels, version and address may have changed."""
         state = self._state(agent_id)
         state.labels, state.version, state.address = dict(labels), version, address
+        state.last_hello = time.time()
         self.seen(agent_id, routing_id)
         self._save(state)
 

@@ -92,4 +92,8 @@ def host_lines(host: str, outcome: dict[str, Any]) -> list[str]:
         lines.extend(f"        | {clean(line)}" for line in str(result.get("detail") or "").splitlines())
     summary = ", ".join(f"{count} {SHOWN[status]}" for status, count in counts.items() if status in SHOWN)
     lines.append(f"    {summary}")
+    if outcome.get("agent_restart"):
+        back = outcome.get("agent_back_seconds")
+        when = f"back after {back} s" if back is not None else "not back yet: see `saltmarsh agent show`"
+        lines.append(f"    the agent restarted once idle, {clean(outcome['agent_restart'])}: {when}")
     return lines

@@ -3,12 +3,15 @@
 The hosts are grouped by profile (``--profile``, else their labels: master/hosts/profile.py) and
 each group gets one job, all of them at once. The master only plans and gathers: the states
 run on each host, in its privileged setup helper, and their progress comes back as events
-(``saltmarsh/host/<id>/setup/<state>``) that the command streams to its caller.
+(``saltmarsh/host/<id>/setup/<state>``) that the command streams to its caller. An agent whose
+setup gave its user a group restarts to take it up (its result says ``agent_restart``); the
+command waits for it to say hello again and gives ``agent_back_seconds`` (None: not back in time).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +25,9 @@ from ..jobs.router import JobRouter
 from .profile import HostProfiles
 
 FUNCTION = "host.setup"
+# How long host setup waits for an agent that restarts to take up a new group (agent/regroup.py).
+AGENT_BACK_SECONDS = 60.0
+BACK_POLL_SECONDS = 0.2
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,7 @@ class HostSetup:
         states = to_builtins(self._profiles.profiles[name])
         _jid, returns = await self._jobs.run_and_wait(Target(kind="list", ids=hosts), FUNCTION,
                                                       {"states": states, "dry_run": dry_run}, timeout)
+        answered = time.time()
         outcome: dict[str, Any] = {}
         for host in hosts:
             ret = returns.get(host)
@@ -87,4 +94,21 @@ class HostSetup:
                 outcome[host] = {"profile": name, "error": f"{error.get('type', 'Error')}: {error.get('message', '')}"}
             else:
                 outcome[host] = {"profile": name, **ret["result"]}
+        restarting = [host for host, result in outcome.items() if result.get("agent_restart")]
+        back = await self._back_after_restart(restarting, answered)
+        for host in restarting:
+            outcome[host]["agent_back_seconds"] = back.get(host)
         return outcome
+
+    async def _back_after_restart(self, hosts: list[str], since: float) -> dict[str, float]:
+        """Wait (at most AGENT_BACK_SECONDS) for agents that restart after their setup to say hello again:
+        host setup is over when the host answers jobs again, so the operator's next command reaches it.
+        Seconds each took, for those back in time."""
+        back: dict[str, float] = {}
+        deadline = time.monotonic() + AGENT_BACK_SECONDS
+        while len(back) < len(hosts) and time.monotonic() < deadline:
+            for host in hosts:
+                if host not in back and self._presence.hello_since(host, since):
+                    back[host] = round(time.time() - since, 1)
+            await asyncio.sleep(BACK_POLL_SECONDS)
+        return back

@@ -39,11 +39,13 @@ def parts(tmp_path_factory: pytest.TempPathFactory) -> harness.Parts:
 
 
 @pytest.fixture
-def host(parts: harness.Parts, tmp_path: Path) -> Iterator[tuple[Cluster, harness.Container]]:
+def host(parts: harness.Parts, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Cluster,
+                                                                                                 harness.Container]]:
+    libvirt_uri = getattr(request, "param", "test:///default")
     cluster = Cluster(tmp_path / "cluster", host={"profiles": {"hv": PROFILE, "tls": TLS_PROFILE}},
                       pki={"allowed_names": {NAME: ["localhost"]}})
     agent = {"id": NAME, "master": "127.0.0.1", "publish_port": cluster.publish_port,
-             "request_port": cluster.request_port, "libvirt_uri": "test:///default", "auth_retry_seconds": 0.5,
+             "request_port": cluster.request_port, "libvirt_uri": libvirt_uri, "auth_retry_seconds": 0.5,
              "libvirt_tls": True, "pki_root": AGENT_PKI, "tls_names": ["localhost"]}
     files = {"/etc/saltmarsh/agent.yaml": harness.yaml_file(agent), "/etc/hostname": f"{NAME}\n",
              "/etc/hosts": "127.0.0.1 localhost\n"}
@@ -58,10 +60,13 @@ def setup(cluster: Cluster, *words: str, profile: str = "hv") -> tuple[int, dict
 
 
 @pytest.mark.timeout(1800)
+@pytest.mark.parametrize("host", ["qemu:///system"], indirect=True)
 def test_a_fresh_host_ends_with_libvirtd_answering_and_a_second_run_changes_nothing(
         host: tuple[Cluster, harness.Container]) -> None:
     cluster, box = host
     assert box.exec("sh", "-c", "command -v virsh", check=False).returncode != 0
+    before = cluster.cli("run", NAME, "virt.list_domains", "--json", check=False)
+    assert before.returncode != 0, before.stdout  # no libvirt yet: the agent says so
     started = time.monotonic()
     code, outcome = setup(cluster)
     took = time.monotonic() - started
@@ -73,6 +78,21 @@ def test_a_fresh_host_ends_with_libvirtd_answering_and_a_second_run_changes_noth
     version = box.exec("virsh", "-c", "qemu:///system", "version", timeout=60)
     assert "Running hypervisor: QEMU" in version.stdout, version.stdout
     assert box.exec("systemctl", "is-active", "libvirtd.service").stdout.strip() == "active"
+    # The agent's user got libvirt's group: the agent restarted by itself to take it up, and reaches
+    # qemu:///system through libvirtd's socket as that user.
+    assert "libvirt" in outcome["agent_restart"] and outcome["agent_back_seconds"] is not None, outcome
+    def journal() -> str:
+        return box.exec("journalctl", "-u", "saltmarsh-agent", "--no-pager", "-o", "cat").stdout
+
+    try:
+        wait_until(lambda: cluster.cli("run", NAME, "virt.list_domains", "--json", check=False).returncode == 0,
+                   timeout=60, what="the restarted agent to reach qemu:///system")
+    except AssertionError as exc:
+        last = cluster.cli("run", NAME, "virt.list_domains", "--json", check=False)
+        raise AssertionError(f"{last.stdout}{last.stderr}\n{journal()[-6000:]}") from exc
+    assert json.loads(cluster.cli("run", NAME, "virt.list_domains", "--json").stdout) == {NAME: []}
+    journal_text = journal()
+    assert "exit status 75" in journal_text and journal_text.count("connecting to") >= 2, journal_text[-3000:]
     code, again = setup(cluster)
     assert code == 0 and {r["status"] for r in again["results"]} == {"unchanged"}, again
     print(f"libvirt and QEMU installed and libvirtd answering: {took:.0f} s")
